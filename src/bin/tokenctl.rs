@@ -1,0 +1,282 @@
+//! tokenctl: the command line for tokend. Shows credential status and prints
+//! headers for scripts (`curl -H @<(tokenctl headers NAME)`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokend::client::{self, ConnectError};
+use tokend::config::DEFAULT_SOCKET;
+use tokend::proto::{self, CredentialState, GetHeadersRequest, ListCredentialsRequest};
+use tonic::Code;
+
+/// Exit statuses, so scripts can tell failures apart.
+mod exit {
+    /// Anything not listed below.
+    pub(crate) const OTHER: u8 = 1;
+    /// Bad arguments (also clap's own usage errors).
+    pub(crate) const USAGE: u8 = 2;
+    /// No such credential.
+    pub(crate) const NOT_FOUND: u8 = 3;
+    /// This user may not use the credential (or the socket).
+    pub(crate) const DENIED: u8 = 4;
+    /// The credential cannot serve now: expired, missing scopes, needs login.
+    pub(crate) const UNUSABLE: u8 = 5;
+    /// The daemon could not be reached.
+    pub(crate) const UNREACHABLE: u8 = 6;
+}
+
+/// Talk to the tokend credential broker.
+#[derive(Parser)]
+#[command(version, after_help = EXIT_HELP)]
+struct Cli {
+    /// The daemon's socket.
+    #[arg(long, global = true, env = "TOKEND_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_HELP: &str = "Exit status: 0 ok, 1 other error, 2 bad arguments, 3 no such credential, \
+4 permission denied, 5 credential unusable (expired, missing scope), 6 daemon unreachable.";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the credentials you may use and their state.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a credential's headers as `Name: value` lines (for `curl -H @-`).
+    Headers(Fetch),
+    /// Print a credential's headers and expiry as JSON.
+    Get {
+        #[command(flatten)]
+        fetch: Fetch,
+        /// Print JSON (the only format; accepted for clarity in scripts).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Fetch {
+    /// Credential name.
+    name: String,
+    /// Email to act as (global Glean tokens).
+    #[arg(long)]
+    act_as: Option<String>,
+    /// A scope the request needs; repeat for several.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Fail unless the token stays valid this long, e.g. "5m".
+    #[arg(long)]
+    min_valid: Option<humantime::Duration>,
+}
+
+enum Failure {
+    Connect(ConnectError),
+    Call(tonic::Status),
+}
+
+impl From<ConnectError> for Failure {
+    fn from(e: ConnectError) -> Self {
+        Self::Connect(e)
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Self {
+        Self::Call(s)
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Connect(e)) => {
+            eprintln!("tokenctl: {e}");
+            ExitCode::from(if e.access_denied {
+                exit::DENIED
+            } else {
+                exit::UNREACHABLE
+            })
+        }
+        Err(Failure::Call(s)) => {
+            eprintln!("tokenctl: {}", s.message());
+            ExitCode::from(match s.code() {
+                Code::NotFound => exit::NOT_FOUND,
+                Code::PermissionDenied | Code::Unauthenticated => exit::DENIED,
+                Code::InvalidArgument => exit::USAGE,
+                Code::FailedPrecondition => exit::UNUSABLE,
+                Code::Unavailable => exit::UNREACHABLE,
+                _ => exit::OTHER,
+            })
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let mut client = client::connect(&cli.socket).await?;
+    match cli.command {
+        Command::Status { json } => {
+            let list = client
+                .list_credentials(ListCredentialsRequest {})
+                .await?
+                .into_inner()
+                .credentials;
+            if json {
+                print_json(&serde_json::Value::Array(
+                    list.iter().map(status_json).collect(),
+                ));
+            } else {
+                print_status_table(&list);
+            }
+        }
+        Command::Headers(fetch) => {
+            let resp = client.get_headers(fetch.request()).await?.into_inner();
+            let mut out = String::new();
+            for h in &resp.headers {
+                out.push_str(&h.name);
+                out.push_str(": ");
+                out.push_str(&h.value);
+                out.push('\n');
+            }
+            write_stdout(out.as_bytes());
+        }
+        Command::Get { fetch, json: _ } => {
+            let name = fetch.name.clone();
+            let resp = client.get_headers(fetch.request()).await?.into_inner();
+            let headers: Vec<_> = resp
+                .headers
+                .iter()
+                .map(|h| serde_json::json!({ "name": h.name, "value": h.value }))
+                .collect();
+            print_json(&serde_json::json!({
+                "credential": name,
+                "headers": headers,
+                "expires_at": resp.expires_at.as_ref().map(rfc3339),
+            }));
+        }
+    }
+    Ok(())
+}
+
+impl Fetch {
+    fn request(self) -> GetHeadersRequest {
+        GetHeadersRequest {
+            credential: self.name,
+            act_as: self.act_as.unwrap_or_default(),
+            required_scopes: self.scopes,
+            min_valid: self.min_valid.map(|d| {
+                let d: Duration = d.into();
+                prost_types::Duration {
+                    seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+                }
+            }),
+        }
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match CredentialState::try_from(state).unwrap_or(CredentialState::Unspecified) {
+        CredentialState::Unspecified => "unknown",
+        CredentialState::Fresh => "fresh",
+        CredentialState::Refreshing => "refreshing",
+        CredentialState::Stale => "stale",
+        CredentialState::Expired => "expired",
+        CredentialState::NeedsLogin => "needs_login",
+        CredentialState::Misconfigured => "misconfigured",
+    }
+}
+
+fn rfc3339(t: &prost_types::Timestamp) -> String {
+    jiff::Timestamp::new(t.seconds, t.nanos).map_or_else(|_| "invalid".into(), |t| t.to_string())
+}
+
+/// "in 3d 4h", "5m ago", or "never" for tokens without expiry.
+fn expires_in(t: Option<&prost_types::Timestamp>) -> String {
+    let Some(at) = t.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok()) else {
+        return "never".into();
+    };
+    let now = tokend::clock::now();
+    if at > now {
+        tokend::clock::human(tokend::clock::between(now, at))
+    } else {
+        format!(
+            "expired {} ago",
+            tokend::clock::human(tokend::clock::between(at, now))
+        )
+    }
+}
+
+fn status_json(c: &proto::CredentialStatus) -> serde_json::Value {
+    serde_json::json!({
+        "name": c.name,
+        "kind": c.kind,
+        "permission": (!c.permission.is_empty()).then_some(&c.permission),
+        "state": state_name(c.state),
+        "expires_at": c.expires_at.as_ref().map(rfc3339),
+        "scopes": c.scopes,
+        "owner": (!c.owner.is_empty()).then_some(&c.owner),
+        "last_error": (!c.last_error.is_empty()).then_some(&c.last_error),
+    })
+}
+
+fn print_status_table(list: &[proto::CredentialStatus]) {
+    let rows: Vec<[String; 5]> = list
+        .iter()
+        .map(|c| {
+            [
+                c.name.clone(),
+                c.kind.clone(),
+                if c.permission.is_empty() {
+                    "-".into()
+                } else {
+                    c.permission.clone()
+                },
+                state_name(c.state).into(),
+                expires_in(c.expires_at.as_ref()),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "KIND", "PERMISSION", "STATE", "EXPIRES IN"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no credentials you may use)\n");
+    }
+    write_stdout(out.as_bytes());
+}
+
+fn print_json(v: &serde_json::Value) {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    write_stdout(s.as_bytes());
+}
+
+/// Writes all of `bytes`; a closed pipe (`| head`) is not an error worth a panic.
+fn write_stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
+}

@@ -1,0 +1,103 @@
+//! The tokend daemon: loads the config, binds the socket, serves until SIGTERM
+//! or SIGINT, then drains and exits 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokend::broker::Broker;
+use tokend::{config, server};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// sysexits' EX_CONFIG: systemd and scripts can tell a bad config apart.
+const EXIT_CONFIG: u8 = 78;
+
+/// Credential broker daemon: serves ready-to-send API headers over gRPC on a
+/// Unix socket.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Config file.
+    #[arg(
+        long,
+        short,
+        env = "TOKEND_CONFIG",
+        default_value = "/etc/tokend/tokend.toml"
+    )]
+    config: PathBuf,
+    /// Listen here instead of at the config's `daemon.socket`.
+    #[arg(long, env = "TOKEND_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Validate the config (secrets included), print a summary and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_env("TOKEND_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+
+    let mut config = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tokend: config refused:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(socket) = args.socket {
+        config.daemon.socket = socket;
+    }
+    if args.check {
+        println!(
+            "{}: ok, {} credential(s)",
+            args.config.display(),
+            config.credentials.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokend: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    let daemon = config.daemon.clone();
+    let broker = Arc::new(Broker::new(config));
+    let socket = server::bind(&daemon)?;
+    let shutdown = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping");
+        stop.cancel();
+    });
+    tracing::info!(credentials = broker.len(), "tokend started");
+    server::serve(broker, socket, shutdown, daemon.shutdown_timeout).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
