@@ -496,9 +496,12 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [50], act_as
         let mut r = req("user", "", &[]);
         r.min_valid = Some(Duration::from_secs(10));
         assert!(b.get_headers(&p, r, at("2029-12-31T23:59:30Z")).is_ok());
+        let list = b.list(&p, at("2031-01-01T00:00:00Z"));
+        let names: Vec<&str> = list.iter().map(|s| &*s.name).collect();
+        assert_eq!(names, ["global", "user"]);
         assert_eq!(
-            b.list(&p, at("2031-01-01T00:00:00Z"))[0].state,
-            State::Expired
+            (list[0].state, list[1].state),
+            (State::Fresh, State::Expired)
         );
     }
 }
