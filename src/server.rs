@@ -40,6 +40,9 @@ pub enum ServerError {
         path: PathBuf,
         source: io::Error,
     },
+    /// The API's descriptor set is unusable (a build problem).
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     /// The gRPC transport failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -134,17 +137,15 @@ pub async fn serve(
     health
         .set_serving::<TokenBrokerServer<BrokerService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Io {
-            what: "cannot build reflection service for",
-            path: socket.path.clone(),
-            source: io::Error::other(e),
-        })?;
+    // Both reflection versions: grpcurl and older tools still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+    };
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(TokenBrokerServer::new(BrokerService { broker }));
 
     tracing::info!(socket = %socket.path.display(), "listening");

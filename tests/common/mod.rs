@@ -1,0 +1,228 @@
+//! Shared helpers: start the real `tokend` binary on a socket in a temp
+//! directory, talk to it, and check that no secret ever shows in its output.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokend::proto::token_broker_client::TokenBrokerClient;
+use tonic::transport::Channel;
+
+/// The token every test credential holds. It must appear only where a caller
+/// asked for headers, never in logs or error messages.
+pub const CANARY: &str = "glean_CANARY_5c1e9a7d0b3f";
+
+/// Fails the test if `text` carries the canary secret.
+#[track_caller]
+pub fn assert_no_secret(what: &str, text: &str) {
+    assert!(
+        !text.contains(CANARY),
+        "the secret leaked into {what}:\n{text}"
+    );
+}
+
+/// A temp directory any user can traverse, holding the config, a private
+/// secret file `secret` (the canary), and a copy of `tokenctl` any uid can
+/// run (the build tree may sit under a private home directory).
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        set_mode(dir.path(), 0o755);
+        write_secret(&dir.path().join("secret"), CANARY);
+        let ctl = dir.path().join("tokenctl");
+        std::fs::copy(env!("CARGO_BIN_EXE_tokenctl"), &ctl).expect("copy tokenctl");
+        set_mode(&ctl, 0o755);
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("run/tokend.sock")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("tokend.toml")
+    }
+
+    /// Writes a config: a `[daemon]` table pointing at this directory's
+    /// socket plus `daemon_extra` lines, then `credentials`.
+    pub fn write_config(&self, daemon_extra: &str, credentials: &str) -> PathBuf {
+        let text = format!(
+            "[daemon]\nsocket = \"{}\"\nshutdown_timeout = \"5s\"\n{daemon_extra}\n\n{credentials}",
+            self.socket().display()
+        );
+        std::fs::write(self.config_path(), text).expect("write config");
+        self.config_path()
+    }
+
+    /// `tokenctl ARGS` against this directory's socket, as the test's user.
+    pub fn tokenctl(&self, args: &[&str]) -> Output {
+        self.tokenctl_cmd(args).output().expect("run tokenctl")
+    }
+
+    pub fn tokenctl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.path().join("tokenctl"));
+        cmd.arg("--socket").arg(self.socket()).args(args);
+        cmd.env_remove("TOKEND_SOCKET");
+        cmd
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+pub fn write_secret(path: &Path, value: &str) {
+    std::fs::write(path, format!("{value}\n")).expect("write secret");
+    set_mode(path, 0o600);
+}
+
+/// A running `tokend`. Killed on drop if still running; its output is checked
+/// for the canary either way.
+pub struct Daemon {
+    pub child: Option<Child>,
+    log: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `tokend` on `work`'s config and waits until its socket accepts
+    /// connections.
+    pub fn start(work: &Workdir) -> Self {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let log = work.path().join(format!("tokend-{n}.log"));
+        let child = spawn_tokend(&work.config_path(), &log);
+        let mut daemon = Self {
+            child: Some(child),
+            log,
+            socket: work.socket(),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "tokend exited with {status} before listening:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tokend did not listen within 20s:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Everything the daemon wrote to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        wait_with_timeout(&mut child, Duration::from_secs(20))
+    }
+
+    /// Waits (bounded) until the daemon's log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub async fn client(&self) -> TokenBrokerClient<Channel> {
+        tokend::client::connect(&self.socket)
+            .await
+            .expect("connect to tokend")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            assert_no_secret("tokend's output", &self.logs());
+        }
+    }
+}
+
+/// Starts `tokend --config CONFIG` with all output to `log`, logging at the
+/// most verbose level tokend has, so the canary check covers every log line.
+pub fn spawn_tokend(config: &Path, log: &Path) -> Child {
+    let out = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .arg("--config")
+        .arg(config)
+        .env("TOKEND_LOG", "debug,tokend=trace,audit=trace")
+        .env_remove("TOKEND_SOCKET")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup log"))
+        .stderr(out)
+        .spawn()
+        .expect("start tokend")
+}
+
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fails with instructions unless the tests run as root, which they need to
+/// start clients under other uids for real.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test switches the client to other uids and must run as root \
+         (e.g. `sudo -E cargo test`)"
+    );
+}
