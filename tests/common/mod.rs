@@ -143,15 +143,20 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
+    }
+
+    /// Waits (bounded) for the daemon to exit; returns its exit status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_with_timeout(&mut child, Duration::from_secs(20))
+    }
+
     /// Sends SIGTERM and waits for exit; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("SIGTERM");
-        wait_with_timeout(&mut child, Duration::from_secs(20))
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait()
     }
 
     /// Waits (bounded) until the daemon's log contains `needle`.
@@ -193,7 +198,7 @@ pub fn spawn_tokend(config: &Path, log: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tokend"))
         .arg("--config")
         .arg(config)
-        .env("TOKEND_LOG", "debug,tokend=trace,audit=trace")
+        .env("TOKEND_LOG", "trace")
         .env_remove("TOKEND_SOCKET")
         .env_remove("CREDENTIALS_DIRECTORY")
         .stdin(Stdio::null())

@@ -1,0 +1,261 @@
+//! A bad config stops `tokend` at startup with a message naming the file,
+//! line and field; the shipped example config always loads.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Workdir, assert_no_secret, set_mode, write_secret};
+
+const GOOD: &str = r#"
+[[credential]]
+name = "search"
+kind = "glean_token"
+permission = "user"
+scopes = ["SEARCH"]
+owner = "ops@corp.example"
+secret = { file = "secret" }
+allow = { uids = [0] }
+"#;
+
+/// Runs the daemon as it would start for real (no --check) on `config`.
+fn start_with(work: &Workdir, config: &str) -> Output {
+    let path = work.write_config("", config);
+    Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .arg("--config")
+        .arg(&path)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run tokend")
+}
+
+/// Asserts startup failed with EX_CONFIG and a message holding each fragment.
+#[track_caller]
+fn assert_refused(work: &Workdir, out: &Output, fragments: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(&format!("{}:", work.config_path().display())),
+        "{err}"
+    );
+    for f in fragments {
+        assert!(err.contains(f), "missing {f:?} in:\n{err}");
+    }
+    assert_no_secret("a config error", &err);
+    assert!(
+        !work.socket().exists(),
+        "a refused config must not leave a socket"
+    );
+}
+
+#[test]
+fn the_good_config_starts_so_the_cases_below_fail_for_their_own_reason() {
+    let work = Workdir::new();
+    let path = work.write_config("", GOOD);
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["--check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok, 1 credential(s)"));
+}
+
+#[test]
+fn unknown_kind() {
+    let work = Workdir::new();
+    let out = start_with(&work, &GOOD.replace("glean_token", "glean_tokn"));
+    assert_refused(
+        &work,
+        &out,
+        &[
+            ":9:8: credential.search.kind: unknown kind `glean_tokn`",
+            "known kinds: glean_token",
+        ],
+    );
+}
+
+#[test]
+fn unknown_scope() {
+    let work = Workdir::new();
+    let out = start_with(
+        &work,
+        &GOOD.replace("[\"SEARCH\"]", "[\"SEARCH\", \"SERCH\"]"),
+    );
+    assert_refused(
+        &work,
+        &out,
+        &[
+            ":11:21: credential.search.scopes: unknown scope `SERCH` (did you mean SEARCH?)",
+            "ACTIVITY, AGENTS",
+        ],
+    );
+}
+
+#[test]
+fn missing_secret_file() {
+    let work = Workdir::new();
+    let out = start_with(&work, &GOOD.replace("\"secret\"", "\"absent\""));
+    let missing = work.path().join("absent");
+    assert_refused(
+        &work,
+        &out,
+        &[
+            "credential.search.secret: cannot read secret file",
+            &missing.display().to_string(),
+            "No such file",
+        ],
+    );
+}
+
+#[test]
+fn secret_readable_by_others() {
+    let work = Workdir::new();
+    set_mode(&work.path().join("secret"), 0o644);
+    let out = start_with(&work, GOOD);
+    let secret = work.path().join("secret");
+    assert_refused(
+        &work,
+        &out,
+        &[
+            "credential.search.secret",
+            "accessible by group or others (mode 0644)",
+            &format!("chmod 600 {}", secret.display()),
+        ],
+    );
+    // Group-readable is refused too.
+    set_mode(&secret, 0o640);
+    let out = start_with(&work, GOOD);
+    assert_refused(&work, &out, &["(mode 0640)"]);
+}
+
+#[test]
+fn bad_emails() {
+    let work = Workdir::new();
+    let out = start_with(&work, &GOOD.replace("ops@corp.example", "ops-at-corp"));
+    assert_refused(
+        &work,
+        &out,
+        &[":12:9: credential.search.owner: `ops-at-corp` is not an email address"],
+    );
+    let global = GOOD
+        .replace("\"user\"", "\"global\"")
+        .replace("uids = [0] }", "uids = [0], act_as = [\"corp.example\"] }");
+    let out = start_with(&work, &global);
+    assert_refused(
+        &work,
+        &out,
+        &["credential.search.allow.act_as: `corp.example` is not an email pattern"],
+    );
+}
+
+#[test]
+fn duplicate_name() {
+    let work = Workdir::new();
+    let out = start_with(&work, &format!("{GOOD}\n{GOOD}"));
+    assert_refused(
+        &work,
+        &out,
+        &[
+            ":18:8: credential.search.name: duplicate credential name `search`, first defined on line 8",
+        ],
+    );
+}
+
+#[test]
+fn unknown_field() {
+    let work = Workdir::new();
+    let out = start_with(&work, &GOOD.replace("owner =", "ownr ="));
+    assert_refused(
+        &work,
+        &out,
+        &[":12:1: unknown field `ownr`, expected one of", "`owner`"],
+    );
+    let out = start_with(&work, &GOOD.replace("secret = { file", "secret = { path"));
+    assert_refused(
+        &work,
+        &out,
+        &["unknown variant `path`, expected one of `file`, `env`, `credential`"],
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let work = Workdir::new();
+    let bad = GOOD
+        .replace("\"SEARCH\"", "\"SERCH\"")
+        .replace("ops@corp.example", "nobody");
+    let out = start_with(&work, &bad);
+    assert_refused(
+        &work,
+        &out,
+        &["credential.search.scopes", "credential.search.owner"],
+    );
+}
+
+#[test]
+fn the_example_config_loads() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tokend.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["--check", "--config"])
+        .arg(&example)
+        .env("GLEAN_SEARCH_TOKEN", "glean_example_search")
+        .env("GLEAN_ADMIN_TOKEN", "glean_example_admin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok, 2 credential(s)"));
+
+    // Without its secrets it is refused, naming the variable to set.
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["--check", "--config"])
+        .arg(&example)
+        .env_remove("GLEAN_SEARCH_TOKEN")
+        .env("GLEAN_ADMIN_TOKEN", "glean_example_admin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("environment variable GLEAN_SEARCH_TOKEN is not set")
+    );
+}
+
+#[test]
+fn systemd_credentials_are_read_from_the_credentials_directory() {
+    let work = Workdir::new();
+    let creds = work.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    write_secret(&creds.join("search"), "glean_from_systemd");
+    let path = work.write_config(
+        "",
+        &GOOD.replace("{ file = \"secret\" }", "{ credential = \"search\" }"),
+    );
+    let check = |dir: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokend"));
+        cmd.args(["--check", "--config"]).arg(&path);
+        match dir {
+            Some(d) => cmd.env("CREDENTIALS_DIRECTORY", d),
+            None => cmd.env_remove("CREDENTIALS_DIRECTORY"),
+        };
+        cmd.output().unwrap()
+    };
+    let out = check(Some(&creds));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(None);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs $CREDENTIALS_DIRECTORY"));
+}
