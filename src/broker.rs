@@ -27,7 +27,8 @@ pub struct HeadersRequest<'a> {
     /// Empty when not acting as anyone.
     pub act_as: &'a str,
     pub required_scopes: &'a [String],
-    /// Overrides the credential's own `min_valid`.
+    /// A margin beyond the credential's own `min_valid`, which is a floor:
+    /// a caller may ask for more time, never for less.
     pub min_valid: Option<Duration>,
 }
 
@@ -287,7 +288,7 @@ impl Broker {
             });
         }
         if let Some(at) = g.expires_at {
-            let min_valid = req.min_valid.unwrap_or(c.min_valid);
+            let min_valid = req.min_valid.map_or(c.min_valid, |m| m.max(c.min_valid));
             if at <= now {
                 return Err(BrokerError::Expired {
                     name: name(),
@@ -493,9 +494,18 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [50], act_as
                 .contains("in 30s, sooner than the 1m 0s required"),
             "{e}"
         );
+        // The credential's 60 s is a floor a caller cannot lower, only raise.
         let mut r = req("user", "", &[]);
         r.min_valid = Some(Duration::from_secs(10));
-        assert!(b.get_headers(&p, r, at("2029-12-31T23:59:30Z")).is_ok());
+        assert!(b.get_headers(&p, r, at("2029-12-31T23:59:30Z")).is_err());
+        let two_minutes_left = at("2029-12-31T23:58:00Z");
+        assert!(b.get_headers(&p, r, two_minutes_left).is_ok());
+        r.min_valid = Some(Duration::from_secs(300));
+        let e = b.get_headers(&p, r, two_minutes_left).unwrap_err();
+        assert!(
+            e.to_string().contains("sooner than the 5m 0s required"),
+            "{e}"
+        );
         let list = b.list(&p, at("2031-01-01T00:00:00Z"));
         let names: Vec<&str> = list.iter().map(|s| &*s.name).collect();
         assert_eq!(names, ["global", "user"]);

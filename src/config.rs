@@ -697,6 +697,11 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [0] , act_as
         assert_eq!(g.scopes.to_string(), "CHAT, SEARCH");
         assert_eq!(g.expires_at.unwrap().to_string(), "2029-12-31T22:00:00Z");
         assert_eq!(g.secret.expose_secret(), "glean_secret");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("glean_secret"),
+            "Debug shows the secret: {debug}"
+        );
     }
 
     #[test]
