@@ -21,9 +21,11 @@ pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod glean;
+pub mod oauth;
 pub mod peer;
 pub mod secret;
 pub mod server;
+pub mod store;
 
 /// Generated gRPC code for `proto/tokend/v1/tokend.proto`.
 #[allow(unused_qualifications, clippy::all, clippy::pedantic)] // generated code, not ours to restyle

@@ -1,0 +1,590 @@
+//! Talking to OAuth 2.0 token endpoints (RFC 6749): discovery, the
+//! `refresh_token` and `client_credentials` grants, and telling apart the
+//! failures that retrying can fix from those only a person can.
+//!
+//! Written on reqwest directly rather than the `oauth2` crate: providers need
+//! extra form fields (Glue's `subject`), extra headers, and access to the raw
+//! error body and `Retry-After`, and the classification of errors drives the
+//! daemon's state machine, so it is clearer to own these ~300 lines.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use jiff::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// How the client authenticates at the token endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// HTTP Basic with the form-urlencoded id and secret (RFC 6749 §2.3.1).
+    ClientSecretBasic,
+    /// A public client: `client_id` in the body, no secret.
+    None,
+}
+
+impl AuthMethod {
+    pub const NAMES: [&str; 3] = ["client_secret_post", "client_secret_basic", "none"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "client_secret_post" => Some(Self::ClientSecretPost),
+            "client_secret_basic" => Some(Self::ClientSecretBasic),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretPost => "client_secret_post",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::None => "none",
+        }
+    }
+}
+
+/// A client of one token endpoint.
+#[derive(Debug)]
+pub struct Client {
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub auth_method: AuthMethod,
+    pub scopes: Vec<String>,
+    /// Extra form fields sent with every token request, e.g. Glue's `subject`.
+    pub extra_params: Vec<(String, String)>,
+}
+
+/// Which grant to request.
+#[derive(Clone, Copy, Debug)]
+pub enum Grant<'a> {
+    RefreshToken(&'a SecretString),
+    ClientCredentials,
+    AuthorizationCode {
+        code: &'a SecretString,
+        verifier: &'a SecretString,
+        redirect_uri: &'a str,
+    },
+}
+
+impl Grant<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RefreshToken(_) => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode { .. } => "authorization_code",
+        }
+    }
+}
+
+/// A successful token response.
+#[derive(Debug)]
+pub struct Tokens {
+    pub access_token: SecretString,
+    /// Present when the server issued (possibly rotated) a refresh token.
+    pub refresh_token: Option<SecretString>,
+    /// From `expires_in`, else the JWT's `exp`, else the caller's default.
+    pub expires_at: Timestamp,
+    /// Scopes granted, when the server said (RFC 6749 §5.1).
+    pub scope: Option<String>,
+}
+
+/// Why a token request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Worth retrying later: network trouble, timeouts, 5xx, 429.
+    #[error("{reason}")]
+    Transient {
+        reason: String,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help until something changes: the grant is gone
+    /// (`invalid_grant`) or the client is refused.
+    #[error("{}", permanent_message(code, description.as_deref()))]
+    Permanent {
+        /// The RFC 6749 §5.2 `error` code.
+        code: String,
+        /// The provider's `error_description`, sanitised.
+        description: Option<String>,
+    },
+}
+
+fn permanent_message(code: &str, description: Option<&str>) -> String {
+    match description {
+        Some(d) => format!("{code}: {d}"),
+        None => code.to_owned(),
+    }
+}
+
+impl TokenError {
+    /// `invalid_grant`: the refresh token was revoked, expired or already used;
+    /// only a new login helps.
+    pub fn is_invalid_grant(&self) -> bool {
+        matches!(self, Self::Permanent { code, .. } if code == "invalid_grant")
+    }
+}
+
+/// The parts of a token response we use (RFC 6749 §5.1).
+#[derive(Deserialize)]
+struct RawTokens {
+    access_token: String,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// An error response (RFC 6749 §5.2).
+#[derive(Deserialize)]
+struct RawError {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// Requests tokens for `grant` from `endpoint`. Never logs or returns a
+/// secret: error texts come from the status line and the provider's error
+/// code and description only.
+pub async fn request_token(
+    http: &reqwest::Client,
+    endpoint: &str,
+    client: &Client,
+    grant: Grant<'_>,
+    default_lifetime: Duration,
+    now: Timestamp,
+) -> Result<Tokens, TokenError> {
+    let mut form: Vec<(&str, &str)> = vec![("grant_type", grant.name())];
+    match grant {
+        Grant::RefreshToken(rt) => form.push(("refresh_token", rt.expose_secret())),
+        Grant::ClientCredentials => {}
+        Grant::AuthorizationCode {
+            code,
+            verifier,
+            redirect_uri,
+        } => {
+            form.push(("code", code.expose_secret()));
+            form.push(("code_verifier", verifier.expose_secret()));
+            form.push(("redirect_uri", redirect_uri));
+        }
+    }
+    let scope = client.scopes.join(" ");
+    if !scope.is_empty() && !matches!(grant, Grant::AuthorizationCode { .. }) {
+        form.push(("scope", &scope));
+    }
+    for (k, v) in &client.extra_params {
+        form.push((k, v));
+    }
+    let mut req = http.post(endpoint).header("Accept", "application/json");
+    match (client.auth_method, &client.client_secret) {
+        (AuthMethod::ClientSecretBasic, Some(secret)) => {
+            // RFC 6749 §2.3.1: both parts are form-urlencoded before Basic.
+            let user = form_urlencode(&client.client_id);
+            let pass = form_urlencode(secret.expose_secret());
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let mut value = reqwest::header::HeaderValue::try_from(format!("Basic {basic}"))
+                .map_err(|_| TokenError::Permanent {
+                    code: "invalid_client".into(),
+                    description: Some("client credentials cannot be sent in a header".into()),
+                })?;
+            value.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, value);
+        }
+        (AuthMethod::ClientSecretPost, Some(secret)) => {
+            form.push(("client_id", &client.client_id));
+            form.push(("client_secret", secret.expose_secret()));
+        }
+        _ => form.push(("client_id", &client.client_id)),
+    }
+    let response = req
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| TokenError::Transient {
+            reason: describe_transport_error(&e),
+            retry_after: None,
+        })?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now));
+    let body = response.bytes().await.map_err(|e| TokenError::Transient {
+        reason: format!(
+            "reading the token response failed: {}",
+            describe_transport_error(&e)
+        ),
+        retry_after,
+    })?;
+    if status.is_success() {
+        return parse_tokens(&body, default_lifetime, now);
+    }
+    Err(classify_error(status.as_u16(), &body, retry_after))
+}
+
+/// Classifies an error response: RFC 6749 codes that retrying cannot fix are
+/// permanent, and so is a bare 401 (the client is refused); 5xx, 429 and
+/// anything unrecognised are transient.
+pub fn classify_error(status: u16, body: &[u8], retry_after: Option<Duration>) -> TokenError {
+    const PERMANENT: [&str; 5] = [
+        "invalid_grant",
+        "invalid_client",
+        "unauthorized_client",
+        "invalid_scope",
+        "unsupported_grant_type",
+    ];
+    let parsed: Option<RawError> = serde_json::from_slice(body).ok();
+    match parsed {
+        Some(e) if PERMANENT.contains(&e.error.as_str()) && status < 500 => TokenError::Permanent {
+            code: e.error,
+            description: e.error_description.map(|d| sanitise(&d)),
+        },
+        _ if status == 401 => TokenError::Permanent {
+            code: "invalid_client".into(),
+            description: Some("the token endpoint answered 401 Unauthorized".into()),
+        },
+        Some(e) => TokenError::Transient {
+            reason: format!(
+                "token endpoint answered {status}: {}",
+                permanent_message(
+                    &e.error,
+                    e.error_description.map(|d| sanitise(&d)).as_deref()
+                )
+            ),
+            retry_after,
+        },
+        None => TokenError::Transient {
+            reason: format!("token endpoint answered {status}"),
+            retry_after,
+        },
+    }
+}
+
+/// Parses a successful token response.
+pub fn parse_tokens(
+    body: &[u8],
+    default_lifetime: Duration,
+    now: Timestamp,
+) -> Result<Tokens, TokenError> {
+    let raw: RawTokens = serde_json::from_slice(body).map_err(|e| TokenError::Transient {
+        // serde_json's message names the position, never the content.
+        reason: format!("token response is not the JSON RFC 6749 describes: {e}"),
+        retry_after: None,
+    })?;
+    if let Some(t) = &raw.token_type
+        && !t.eq_ignore_ascii_case("bearer")
+    {
+        return Err(TokenError::Permanent {
+            code: "unsupported_token_type".into(),
+            description: Some(format!("token_type `{}` is not Bearer", sanitise(t))),
+        });
+    }
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    if !valid(&raw.access_token) || raw.refresh_token.as_deref().is_some_and(|r| !valid(r)) {
+        return Err(TokenError::Transient {
+            reason: "token response holds an empty token or one with characters that cannot go in a header".into(),
+            retry_after: None,
+        });
+    }
+    let expires_in = raw.expires_in.as_ref().and_then(|v| match v {
+        // Some servers send a string; RFC 6749 says a number.
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    });
+    let after = |d: jiff::SignedDuration| now.saturating_add(d).ok();
+    let expires_at = match expires_in {
+        Some(secs) => after(jiff::SignedDuration::from_secs(
+            i64::try_from(secs).unwrap_or(i64::MAX),
+        )),
+        None => jwt_expiry(&raw.access_token)
+            .or_else(|| after(jiff::SignedDuration::try_from(default_lifetime).ok()?)),
+    }
+    .ok_or_else(|| TokenError::Transient {
+        reason: "token expiry is out of range".into(),
+        retry_after: None,
+    })?;
+    Ok(Tokens {
+        access_token: raw.access_token.into(),
+        refresh_token: raw.refresh_token.map(Into::into),
+        expires_at,
+        scope: raw.scope,
+    })
+}
+
+/// The `exp` claim of a JWT, read without verifying the signature: we are
+/// the token's client, not its audience, and only want to know when to renew.
+pub fn jwt_expiry(token: &str) -> Option<Timestamp> {
+    let claims = jwt_claims(token)?;
+    let exp = claims.get("exp")?;
+    let secs = exp.as_i64().or_else(|| exp.as_f64().map(|f| f as i64))?;
+    Timestamp::from_second(secs).ok()
+}
+
+/// The claims of a JWT (compact JWS) without verifying it.
+pub fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 64 * 1024 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate_to_timestamp(value)?;
+    Some(crate::clock::between(now, at))
+}
+
+/// IMF-fixdate, the one format servers send today: `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn httpdate_to_timestamp(s: &str) -> Option<Timestamp> {
+    let rest = s.split_once(", ")?.1;
+    let mut it = rest.split(' ');
+    let (day, month, year, time, zone) =
+        (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+    if zone != "GMT" {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? + 1;
+    format!("{year}-{month:02}-{day:0>2}T{time}Z").parse().ok()
+}
+
+/// A metadata document (RFC 8414 / OpenID Connect Discovery), the fields we use.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Metadata {
+    pub issuer: Option<String>,
+    pub token_endpoint: String,
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    #[serde(default)]
+    pub code_challenge_methods_supported: Vec<String>,
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+}
+
+/// Fetches `issuer`'s metadata from RFC 8414's well-known path, falling back
+/// to OpenID Connect's.
+pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, TokenError> {
+    let base = issuer.trim_end_matches('/');
+    let mut last = None;
+    for path in ["oauth-authorization-server", "openid-configuration"] {
+        let url = format!("{base}/.well-known/{path}");
+        match http
+            .get(&url)
+            .header("Accept", "application/json")
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                let body = r.bytes().await.map_err(|e| TokenError::Transient {
+                    reason: format!("reading {url} failed: {}", describe_transport_error(&e)),
+                    retry_after: None,
+                })?;
+                return serde_json::from_slice(&body).map_err(|e| TokenError::Transient {
+                    reason: format!("{url} is not an authorization server metadata document: {e}"),
+                    retry_after: None,
+                });
+            }
+            Ok(r) => last = Some(format!("{url} answered {}", r.status())),
+            Err(e) => {
+                return Err(TokenError::Transient {
+                    reason: format!(
+                        "discovery at {url} failed: {}",
+                        describe_transport_error(&e)
+                    ),
+                    retry_after: None,
+                });
+            }
+        }
+    }
+    Err(TokenError::Transient {
+        reason: last.unwrap_or_default(),
+        retry_after: None,
+    })
+}
+
+/// A transport error without its URL's query (none is ever secret here, but
+/// the habit is cheap) and with the innermost cause, which says what failed.
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    format!("{kind}: {source}")
+}
+
+/// Keeps a provider's text printable and bounded before it reaches a log,
+/// an error or an alert.
+fn sanitise(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+fn form_urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A short, non-reversible name for a token, for `Invalidate` reports and
+/// logs: the first 16 hex digits of its SHA-256.
+pub fn fingerprint(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2030-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn jwt(claims: &str) -> String {
+        let e = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", e(r#"{"alg":"RS256"}"#), e(claims))
+    }
+
+    #[test]
+    fn expiry_from_expires_in_then_jwt_then_default() {
+        let d = Duration::from_secs(3600);
+        let t = parse_tokens(
+            br#"{"access_token":"a","token_type":"Bearer","expires_in":30}"#,
+            d,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(t.expires_at.to_string(), "2030-01-01T00:00:30Z");
+        let t = parse_tokens(br#"{"access_token":"a","expires_in":"45"}"#, d, now()).unwrap();
+        assert_eq!(t.expires_at.to_string(), "2030-01-01T00:00:45Z");
+        let token = jwt(r#"{"sub":"x","exp":1893456100}"#);
+        let body = format!(r#"{{"access_token":"{token}","token_type":"bearer"}}"#);
+        let t = parse_tokens(body.as_bytes(), d, now()).unwrap();
+        assert_eq!(t.expires_at.as_second(), 1_893_456_100);
+        let t = parse_tokens(br#"{"access_token":"opaque"}"#, d, now()).unwrap();
+        assert_eq!(t.expires_at.to_string(), "2030-01-01T01:00:00Z");
+        assert!(t.refresh_token.is_none());
+    }
+
+    #[test]
+    fn malformed_responses_are_errors_without_content() {
+        let d = Duration::from_secs(60);
+        for body in [
+            &b"not json SECRETX"[..],
+            br#"{"token":"SECRETX"}"#,
+            br#"{"access_token":"SECRET X"}"#,
+        ] {
+            let e = parse_tokens(body, d, now()).unwrap_err();
+            assert!(!e.to_string().contains("SECRET"), "{e}");
+        }
+        let e = parse_tokens(br#"{"access_token":"a","token_type":"mac"}"#, d, now()).unwrap_err();
+        assert!(matches!(e, TokenError::Permanent { .. }));
+    }
+
+    #[test]
+    fn jwt_claims_are_read_unverified_and_garbage_is_none() {
+        assert_eq!(jwt_expiry(&jwt(r#"{"exp":100}"#)).unwrap().as_second(), 100);
+        assert_eq!(
+            jwt_expiry(&jwt(r#"{"exp":1.5e2}"#)).unwrap().as_second(),
+            150
+        );
+        for bad in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "a.!!!.c",
+            &jwt("[1]"),
+            &jwt(r#"{"exp":"soon"}"#),
+        ] {
+            assert_eq!(jwt_expiry(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let e = classify_error(
+            400,
+            br#"{"error":"invalid_grant","error_description":"grant request is invalid\n"}"#,
+            None,
+        );
+        assert!(e.is_invalid_grant());
+        assert_eq!(e.to_string(), "invalid_grant: grant request is invalid");
+        let e = classify_error(401, br#"{"error":"invalid_client"}"#, None);
+        assert!(matches!(e, TokenError::Permanent { ref code, .. } if code == "invalid_client"));
+        assert!(matches!(
+            classify_error(401, b"", None),
+            TokenError::Permanent { .. }
+        ));
+        let e = classify_error(503, b"<html>", Some(Duration::from_secs(7)));
+        assert!(
+            matches!(e, TokenError::Transient { retry_after: Some(d), .. } if d.as_secs() == 7)
+        );
+        assert!(matches!(
+            classify_error(429, br#"{"error":"slow_down"}"#, None),
+            TokenError::Transient { .. }
+        ));
+        assert!(matches!(
+            classify_error(500, br#"{"error":"invalid_grant"}"#, None),
+            TokenError::Transient { .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(
+            parse_retry_after("120", now()),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 01 Jan 2030 00:00:30 GMT", now()),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after("soon", now()), None);
+    }
+
+    #[test]
+    fn basic_auth_parts_are_form_encoded() {
+        assert_eq!(form_urlencode("a b:c/d"), "a+b%3Ac%2Fd");
+        assert_eq!(fingerprint("abc").len(), 16);
+    }
+}

@@ -1,0 +1,552 @@
+//! The durable, encrypted store: refresh tokens, cached access tokens and
+//! imported secrets, one record per credential.
+//!
+//! redb gives ACID commits with an fsync per commit, so a rotated refresh
+//! token is on disk before anyone is told about the new access token. Each
+//! record is sealed with XChaCha20-Poly1305 under a 32-byte key that lives
+//! outside the store (systemd credential or a private key file), with the
+//! credential's name as associated data so records cannot be swapped. A store
+//! that does not open with the key is refused, never rewritten: losing the
+//! key must not silently destroy refresh tokens someone could still recover.
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// A known plaintext sealed at creation: opening it proves the key is right
+/// before any record is touched.
+const KEY_CHECK: &[u8] = b"tokend store v1";
+const FORMAT: u8 = 1;
+const NONCE_LEN: usize = 24;
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The key file or store file could not be read or created.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The key or store file grants access beyond the daemon's user.
+    #[error(
+        "{what} {} is accessible by group or others (mode {mode:04o}); run `chmod 600 {}`",
+        path.display(), path.display()
+    )]
+    TooOpen {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
+    /// The key or store file belongs to another user.
+    #[error(
+        "{what} {} is owned by uid {owner}, but tokend runs as uid {me}; run `chown {me} {}`",
+        path.display(), path.display()
+    )]
+    WrongOwner {
+        what: &'static str,
+        path: PathBuf,
+        owner: u32,
+        me: u32,
+    },
+    /// The key file does not hold a key.
+    #[error(
+        "store key {} must hold 32 random bytes (or 64 hex digits); create one with \
+         `head -c 32 /dev/urandom > {}` and `chmod 600` it", path.display(), path.display()
+    )]
+    BadKey { path: PathBuf },
+    /// The store was sealed with another key. Nothing was changed.
+    #[error(
+        "store {} cannot be decrypted with key {}: it was written with another key. \
+         tokend left it untouched; restore the original key, or move the store aside to \
+         start empty (every oauth_refresh credential will then need `tokenctl login`)",
+        path.display(), key.display()
+    )]
+    WrongKey { path: PathBuf, key: PathBuf },
+    /// redb failed.
+    #[error("store {}: {message}", path.display())]
+    Database { path: PathBuf, message: String },
+}
+
+/// The 32-byte store key, wiped from memory when dropped.
+pub struct StoreKey {
+    key: Zeroizing<[u8; 32]>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreKey({}, [redacted])", self.path.display())
+    }
+}
+
+impl StoreKey {
+    /// Reads a key file: private to the daemon's user, holding 32 raw bytes
+    /// or 64 hex digits.
+    pub fn load(path: &Path) -> Result<Self, StoreError> {
+        let mut file =
+            OpenOptions::new()
+                .read(true)
+                .open(path)
+                .map_err(|source| StoreError::Io {
+                    what: "cannot read store key",
+                    path: path.to_owned(),
+                    source,
+                })?;
+        check_private(&file, "store key", path)?;
+        let mut raw = Zeroizing::new(Vec::with_capacity(80));
+        (&mut file)
+            .take(200)
+            .read_to_end(&mut raw)
+            .map_err(|source| StoreError::Io {
+                what: "cannot read store key",
+                path: path.to_owned(),
+                source,
+            })?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        let trimmed = raw.trim_ascii();
+        if raw.len() == 32 {
+            key.copy_from_slice(&raw);
+        } else if trimmed.len() == 64 && trimmed.iter().all(u8::is_ascii_hexdigit) {
+            for (i, pair) in trimmed.chunks(2).enumerate() {
+                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                key[i] = hex(pair[0]) << 4 | hex(pair[1]);
+            }
+        } else {
+            return Err(StoreError::BadKey {
+                path: path.to_owned(),
+            });
+        }
+        Ok(Self {
+            key,
+            path: path.to_owned(),
+        })
+    }
+
+    /// A key from bytes, for tests and tools.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self {
+            key: Zeroizing::new(bytes),
+            path: PathBuf::from("(in memory)"),
+        }
+    }
+}
+
+/// Refuses a file others may read or that another user owns.
+fn check_private(file: &std::fs::File, what: &'static str, path: &Path) -> Result<(), StoreError> {
+    let meta = file.metadata().map_err(|source| StoreError::Io {
+        what: "cannot inspect",
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::TooOpen {
+            what,
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(StoreError::WrongOwner {
+            what,
+            path: path.to_owned(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    Ok(())
+}
+
+/// A secret string in a record, wiped from memory when dropped.
+pub type Secret = Zeroizing<String>;
+
+/// What is kept for one credential. Fields a kind does not use stay `None`.
+/// Secrets are wiped from memory on drop and never shown by `Debug`.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub refresh_token: Option<Secret>,
+    /// The refresh token before the last rotation, kept until the new one
+    /// has worked once: a server with a reuse grace period still accepts it
+    /// if the new one was lost.
+    pub previous_refresh_token: Option<Secret>,
+    pub access_token: Option<Secret>,
+    /// Unix seconds.
+    pub access_expires_at: Option<i64>,
+    pub access_issued_at: Option<i64>,
+    pub scope: Option<String>,
+    /// Set (Unix seconds) while a refresh is in flight. Found set at startup,
+    /// it means the daemon died between sending a refresh and storing its
+    /// answer, and the server may have rotated the refresh token.
+    pub refreshing_since: Option<i64>,
+    /// An imported Glean secret.
+    pub secret: Option<Secret>,
+    pub secret_expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |o: &Option<Secret>| o.as_ref().map(|_| "[redacted]");
+        f.debug_struct("Record")
+            .field("refresh_token", &shown(&self.refresh_token))
+            .field(
+                "previous_refresh_token",
+                &shown(&self.previous_refresh_token),
+            )
+            .field("access_token", &shown(&self.access_token))
+            .field("access_expires_at", &self.access_expires_at)
+            .field("refreshing_since", &self.refreshing_since)
+            .field("secret", &shown(&self.secret))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The open store.
+pub struct Store {
+    db: redb::Database,
+    cipher: XChaCha20Poly1305,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (0600, in a 0700 directory
+    /// when that is missing) if absent. Fails without writing anything if the
+    /// key does not open it.
+    pub fn open(path: &Path, key: &StoreKey) -> Result<Self, StoreError> {
+        let io = |what| {
+            move |source| StoreError::Io {
+                what,
+                path: path.to_owned(),
+                source,
+            }
+        };
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            std::fs::create_dir_all(dir).map_err(io("cannot create the store's directory for"))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("cannot set the mode of the store's directory for"))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io("cannot open store"))?;
+        check_private(&file, "store", path)?;
+        let existing = file.metadata().map_err(io("cannot inspect store"))?.len() > 0;
+        drop(file);
+        let cipher = XChaCha20Poly1305::new((&*key.key).into());
+        let wrong = || StoreError::WrongKey {
+            path: path.to_owned(),
+            key: key.path.clone(),
+        };
+        // Check the key through a read-only handle first: opening redb for
+        // writing updates its header, and a store we cannot decrypt must stay
+        // byte for byte as it was. (After a crash redb needs a writable open
+        // to recover; recovery keeps every record, and we check right after.)
+        let mut checked = false;
+        if existing && let Ok(ro) = redb::ReadOnlyDatabase::open(path) {
+            checked = verify_key(&ro, &cipher, path)?.ok_or_else(wrong)?;
+        }
+        let db = redb::Database::create(path).map_err(|e| db_error(path, e))?;
+        if existing && !checked {
+            checked = verify_key(&db, &cipher, path)?.ok_or_else(wrong)?;
+        }
+        let store = Self {
+            db,
+            cipher,
+            path: path.to_owned(),
+        };
+        if !checked {
+            let sealed = store.seal("\0key_check", KEY_CHECK);
+            store.write(META, |t| t.insert("key_check", sealed.as_slice()).map(drop))?;
+        }
+        Ok(store)
+    }
+
+    /// The record for `name`, if any. Blocking (disk): call from
+    /// `spawn_blocking` in async code.
+    pub fn get(&self, name: &str) -> Result<Option<Record>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| db_error(&self.path, e))?;
+        let table = match read.open_table(RECORDS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_error(&self.path, e)),
+        };
+        let Some(sealed) = table.get(name).map_err(|e| db_error(&self.path, e))? else {
+            return Ok(None);
+        };
+        let plain = open_sealed(&self.cipher, name, sealed.value()).ok_or_else(|| {
+            StoreError::Database {
+                path: self.path.clone(),
+                message: format!("record `{name}` fails authentication (corrupted or tampered)"),
+            }
+        })?;
+        serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|e| StoreError::Database {
+                path: self.path.clone(),
+                message: format!("record `{name}` is unreadable: {e}"),
+            })
+    }
+
+    /// Replaces the record for `name` and waits until it is on disk (redb's
+    /// immediate durability: fsync before `commit` returns). Blocking.
+    pub fn put(&self, name: &str, record: &Record) -> Result<(), StoreError> {
+        let plain =
+            Zeroizing::new(
+                serde_json::to_vec(record).map_err(|e| StoreError::Database {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?,
+            );
+        let sealed = self.seal(name, &plain);
+        self.write(RECORDS, |t| t.insert(name, sealed.as_slice()).map(drop))
+    }
+
+    /// Removes the record for `name`. Blocking.
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        self.write(RECORDS, |t| t.remove(name).map(drop))
+    }
+
+    /// One durable write transaction on `table`.
+    fn write(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        change: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<(), redb::StorageError>,
+    ) -> Result<(), StoreError> {
+        let err = |e: &dyn std::fmt::Display| db_error(&self.path, e);
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut t = tx.open_table(table).map_err(|e| err(&e))?;
+            change(&mut t).map_err(|e| err(&e))?;
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
+    fn seal(&self, name: &str, plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let aad = aad(name);
+        let sealed = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
+            // XChaCha20-Poly1305 encryption fails only past 256 GiB messages.
+            .expect("record too large to encrypt");
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        out.push(FORMAT);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+}
+
+/// Checks the key against the key-check record and every record, so a wrong
+/// key is found before anything is written. `Ok(Some(true))`: the key opens
+/// everything; `Ok(Some(false))`: a store without a key-check record yet
+/// (new); `Ok(None)`: the key is wrong.
+fn verify_key(
+    db: &impl ReadableDatabase,
+    cipher: &XChaCha20Poly1305,
+    path: &Path,
+) -> Result<Option<bool>, StoreError> {
+    let read = db.begin_read().map_err(|e| db_error(path, e))?;
+    let check = match read.open_table(META) {
+        Ok(t) => t
+            .get("key_check")
+            .map_err(|e| db_error(path, e))?
+            .map(|v| v.value().to_vec()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(db_error(path, e)),
+    };
+    let Some(sealed) = check else {
+        return Ok(Some(false));
+    };
+    if open_sealed(cipher, "\0key_check", &sealed).is_none_or(|p| p.as_slice() != KEY_CHECK) {
+        return Ok(None);
+    }
+    if let Ok(records) = read.open_table(RECORDS) {
+        for entry in records.iter().map_err(|e| db_error(path, e))? {
+            let (k, v) = entry.map_err(|e| db_error(path, e))?;
+            if open_sealed(cipher, k.value(), v.value()).is_none() {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(true))
+}
+
+/// Decrypts a sealed value; `None` if it is malformed or fails
+/// authentication (wrong key, wrong name, tampering).
+fn open_sealed(
+    cipher: &XChaCha20Poly1305,
+    name: &str,
+    sealed: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    let (&format, rest) = sealed.split_first()?;
+    if format != FORMAT || rest.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, body) = rest.split_at(NONCE_LEN);
+    let aad = aad(name);
+    cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: body,
+                aad: &aad,
+            },
+        )
+        .ok()
+        .map(Zeroizing::new)
+}
+
+fn aad(name: &str) -> Vec<u8> {
+    let mut aad = b"tokend/v1/".to_vec();
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+/// Fills `buf` from the kernel's CSPRNG.
+fn fill_random(buf: &mut [u8]) {
+    // getrandom(2) fails only on kernels older than any tokend supports.
+    getrandom::fill(buf).expect("the kernel's random source failed");
+}
+
+fn db_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            refresh_token: Some(Zeroizing::new("rt-CANARY".into())),
+            access_token: Some(Zeroizing::new("at-CANARY".into())),
+            access_expires_at: Some(1_900_000_000),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_are_not_plaintext_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/store.redb");
+        let key = StoreKey::from_bytes([7; 32]);
+        let store = Store::open(&path, &key).unwrap();
+        store.put("a", &record()).unwrap();
+        assert_eq!(store.get("a").unwrap(), Some(record()));
+        assert_eq!(store.get("b").unwrap(), None);
+        drop(store);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(6).any(|w| w == b"CANARY"));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        assert!(!format!("{:?}", record()).contains("CANARY"));
+        // Reopens with the same key.
+        let store = Store::open(&path, &key).unwrap();
+        assert_eq!(store.get("a").unwrap(), Some(record()));
+        store.remove("a").unwrap();
+        assert_eq!(store.get("a").unwrap(), None);
+    }
+
+    #[test]
+    fn a_wrong_key_is_refused_and_the_store_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let store = Store::open(&path, &StoreKey::from_bytes([1; 32])).unwrap();
+        store.put("a", &record()).unwrap();
+        drop(store);
+        let hash = |p: &Path| {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(std::fs::read(p).unwrap())
+        };
+        let before = hash(&path);
+        let err = Store::open(&path, &StoreKey::from_bytes([2; 32])).unwrap_err();
+        assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
+        assert!(err.to_string().contains("left it untouched"), "{err}");
+        assert!(
+            hash(&path) == before,
+            "a store opened with the wrong key was modified"
+        );
+    }
+
+    #[test]
+    fn records_are_bound_to_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s"), &StoreKey::from_bytes([3; 32])).unwrap();
+        let sealed = store.seal("a", b"{}");
+        assert!(open_sealed(&store.cipher, "a", &sealed).is_some());
+        assert!(open_sealed(&store.cipher, "b", &sealed).is_none());
+        let mut tampered = sealed;
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(open_sealed(&store.cipher, "a", &tampered).is_none());
+    }
+
+    #[test]
+    fn key_files_must_be_private_and_well_formed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, [9u8; 32]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = StoreKey::load(&path).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(*StoreKey::load(&path).unwrap().key, [9u8; 32]);
+        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        assert_eq!(*StoreKey::load(&path).unwrap().key, [0xab; 32]);
+        std::fs::write(&path, "short").unwrap();
+        assert!(matches!(
+            StoreKey::load(&path),
+            Err(StoreError::BadKey { .. })
+        ));
+    }
+
+    #[test]
+    fn an_open_store_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        drop(Store::open(&path, &StoreKey::from_bytes([1; 32])).unwrap());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Store::open(&path, &StoreKey::from_bytes([1; 32])).unwrap_err();
+        assert!(matches!(err, StoreError::TooOpen { .. }), "{err}");
+    }
+}
