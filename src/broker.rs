@@ -4,21 +4,28 @@
 //! Checks run in the order a person fixes them: does the credential exist, may
 //! this caller use it, is the request well-formed for its kind, may the caller
 //! act as whom it asks, does the token have the scopes, is it still valid.
-//! The cached path borrows the prepared `Authorization` value and allocates
-//! nothing; the caller's `act_as` string moves through to the header.
+//! The cached path borrows the published [`Snapshot`] (an `Arc` clone) and
+//! allocates nothing; only a caller that finds no usable token waits, on the
+//! credential's `watch` channel, for the refresh its wake-up triggers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
+use tokio::sync::{oneshot, watch};
+use zeroize::Zeroizing;
 
 use crate::clock;
 use crate::config::Config;
-use crate::credential::{Admins, Credential, Kind};
+use crate::credential::{Admins, Credential, GleanSecret, GleanToken, Kind};
 use crate::glean::{self, Permission, Scope, ScopeSet};
 use crate::peer::Peer;
+use crate::refresh::{self, Command, Driver, Handle};
+use crate::store::{Record, Store, StoreError};
+use crate::token::{Snapshot, State, Token};
 
 /// A caller's request for the headers of one credential.
 #[derive(Clone, Copy, Debug, Default)]
@@ -32,21 +39,29 @@ pub struct HeadersRequest<'a> {
     pub min_valid: Option<Duration>,
 }
 
-/// Headers granted to a caller, borrowing the token from the broker.
+/// Headers granted to a caller.
 #[derive(Debug)]
 pub struct Grant<'a> {
-    /// The full `Authorization` value, `Bearer <token>`.
-    pub authorization: &'a SecretString,
+    pub token: Arc<Token>,
     /// Value for `X-Glean-ActAs`, for global Glean tokens.
     pub act_as: Option<&'a str>,
-    pub expires_at: Option<Timestamp>,
+    /// Configured extra headers (OAuth credentials).
+    pub extra_headers: &'a [(String, String)],
+    /// The token has less than `min_valid` left and refreshing is failing;
+    /// served only where the credential allows `serve_stale`.
+    pub stale: bool,
 }
 
 impl Grant<'_> {
     /// The headers in the order to send them.
-    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        std::iter::once(("Authorization", self.authorization.expose_secret()))
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once(("Authorization", self.token.authorization()))
             .chain(self.act_as.map(|a| (glean::ACT_AS_HEADER, a)))
+            .chain(
+                self.extra_headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str())),
+            )
     }
 }
 
@@ -71,6 +86,12 @@ pub enum BrokerError {
         gid: u32,
         pid: i32,
     },
+    /// The caller may not use administrative methods.
+    #[error(
+        "uid {uid} may not {action}; only root and the config's daemon.admin_uids / \
+         daemon.admin_groups may"
+    )]
+    NotAdmin { uid: u32, action: &'static str },
     /// A global Glean token was asked for without `act_as`.
     #[error(
         "credential `{name}` is a global Glean token, which requires the {header} header: \
@@ -80,14 +101,11 @@ pub enum BrokerError {
     ActAsRequired { name: Arc<str> },
     /// A token that cannot act as others was asked for with `act_as`.
     #[error(
-        "credential `{name}` is a {permission} Glean token, for which Glean requires {header} \
-         to be empty; drop act_as (only global tokens act as other users)",
+        "credential `{name}` is {what}, for which {header} must be empty; drop act_as (only \
+         global Glean tokens act as other users)",
         header = glean::ACT_AS_HEADER
     )]
-    ActAsRefused {
-        name: Arc<str>,
-        permission: Permission,
-    },
+    ActAsRefused { name: Arc<str>, what: String },
     /// `act_as` is not an email address.
     #[error("act_as {act_as:?} for credential `{name}` is not an email address")]
     ActAsInvalid { name: Arc<str>, act_as: String },
@@ -108,11 +126,12 @@ pub enum BrokerError {
     )]
     UnknownScope { name: Arc<str>, scope: String },
     /// The token lacks scopes the caller needs.
-    #[error(
-        "credential `{name}` lacks scope(s) {missing}; a Glean token's scopes are fixed when it \
-         is created: create one with them in Glean's admin console and rotate it into tokend"
-    )]
-    MissingScopes { name: Arc<str>, missing: ScopeSet },
+    #[error("credential `{name}` lacks scope(s) {missing}; {fix}")]
+    MissingScopes {
+        name: Arc<str>,
+        missing: String,
+        fix: &'static str,
+    },
     /// The token has expired.
     #[error(
         "credential `{name}` expired at {at} ({ago} ago); it must be rotated: create a new \
@@ -139,13 +158,34 @@ pub enum BrokerError {
         left: Duration,
         min_valid: Duration,
     },
-}
-
-/// A credential's condition, as shown by `ListCredentials`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Fresh,
-    Expired,
+    /// A Glean token kept in the store has not been imported yet.
+    #[error("credential `{name}` has no secret yet; run `tokenctl import {name}`")]
+    NotImported { name: Arc<str> },
+    /// A person must log in again (or for the first time).
+    #[error("credential `{name}` needs login: {reason}")]
+    NeedsLogin { name: Arc<str>, reason: Arc<str> },
+    /// The source refuses the client or its configuration.
+    #[error("credential `{name}` is misconfigured: {reason}")]
+    Misconfigured { name: Arc<str>, reason: Arc<str> },
+    /// No valid token arrived in time; refreshing is failing or slow.
+    #[error(
+        "credential `{name}` has no token valid for the required time yet: {reason}; \
+         tokend keeps retrying"
+    )]
+    Unavailable { name: Arc<str>, reason: String },
+    /// The operation does not apply to this kind of credential.
+    #[error("credential `{name}` is a {kind} credential: {what}")]
+    WrongKind {
+        name: Arc<str>,
+        kind: &'static str,
+        what: &'static str,
+    },
+    /// A value sent to an admin method is unusable.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 /// What `ListCredentials` reports of one credential; no secrets.
@@ -156,16 +196,29 @@ pub struct Status {
     pub permission: Option<Permission>,
     pub state: State,
     pub expires_at: Option<Timestamp>,
-    pub scopes: ScopeSet,
+    pub scopes: Vec<String>,
     pub owner: Option<String>,
+    pub last_error: Option<Arc<str>>,
+    pub last_refresh: Option<Timestamp>,
+    pub next_refresh: Option<Timestamp>,
 }
 
 /// One credential and what is served for it.
 #[derive(Debug)]
 struct Slot {
-    credential: Credential,
-    /// `Bearer <token>`, prepared once.
-    authorization: SecretString,
+    credential: Arc<Credential>,
+    current: watch::Sender<Arc<Snapshot>>,
+    /// Present for credentials that renew (OAuth).
+    driver: Option<Handle>,
+}
+
+/// What the broker needs beyond the config.
+#[derive(Clone, Debug)]
+pub struct Services {
+    /// Required when the config names OAuth or stored credentials.
+    pub store: Option<Arc<Store>>,
+    pub http: reqwest::Client,
+    pub refresh: refresh::Settings,
 }
 
 /// Every configured credential, by name.
@@ -175,34 +228,67 @@ pub struct Broker {
     /// Sorted, for stable listings.
     names: Vec<Arc<str>>,
     admins: Admins,
+    store: Option<Arc<Store>>,
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Self {
+    /// Builds the broker and the refresh drivers its OAuth credentials need;
+    /// the caller spawns the drivers. Reads imported Glean secrets from the
+    /// store (blocking; at startup).
+    pub fn new(config: Config, services: Services) -> Result<(Self, Vec<Driver>), BrokerError> {
         let admins = config.daemon.admins;
         let mut names = Vec::with_capacity(config.credentials.len());
-        let slots = config
-            .credentials
-            .into_iter()
-            .map(|credential| {
-                let Kind::Glean(g) = &credential.kind;
-                let authorization = format!("Bearer {}", g.secret.expose_secret()).into();
-                names.push(Arc::clone(&credential.name));
-                (
-                    Arc::clone(&credential.name),
-                    Slot {
-                        credential,
-                        authorization,
-                    },
-                )
-            })
-            .collect();
+        let mut slots = HashMap::with_capacity(config.credentials.len());
+        let mut drivers = Vec::new();
+        for credential in config.credentials {
+            let credential = Arc::new(credential);
+            let name = Arc::clone(&credential.name);
+            let (snapshot, driver) = match &credential.kind {
+                Kind::Glean(g) => (glean_snapshot(&name, g, services.store.as_deref())?, None),
+                Kind::OAuth(_) => {
+                    let store = services.store.clone().ok_or_else(|| {
+                        BrokerError::InvalidInput("OAuth credentials need the store".into())
+                    })?;
+                    let (tx, _) = watch::channel(Arc::new(Snapshot::new(State::Refreshing)));
+                    let (driver, handle) = Driver::new(
+                        Arc::clone(&credential),
+                        tx.clone(),
+                        store,
+                        services.http.clone(),
+                        services.refresh.clone(),
+                    );
+                    drivers.push(driver);
+                    slots.insert(
+                        Arc::clone(&name),
+                        Slot {
+                            credential,
+                            current: tx,
+                            driver: Some(handle),
+                        },
+                    );
+                    names.push(name);
+                    continue;
+                }
+            };
+            let (tx, _) = watch::channel(Arc::new(snapshot));
+            slots.insert(
+                Arc::clone(&name),
+                Slot {
+                    credential,
+                    current: tx,
+                    driver,
+                },
+            );
+            names.push(name);
+        }
         names.sort();
-        Self {
+        let broker = Self {
             slots,
             names,
             admins,
-        }
+            store: services.store,
+        };
+        Ok((broker, drivers))
     }
 
     /// Whether `peer` may call administrative methods and see everything.
@@ -218,100 +304,377 @@ impl Broker {
         self.slots.is_empty()
     }
 
-    /// The headers `peer` should send for `req`, or why it gets none.
-    pub fn get_headers<'a>(
+    fn slot(&self, name: &str) -> Result<&Slot, BrokerError> {
+        self.slots.get(name).ok_or_else(|| BrokerError::NotFound {
+            name: name.to_owned(),
+        })
+    }
+
+    /// The slot for `name` if `peer` may use it.
+    fn allowed_slot(&self, peer: &Peer, name: &str) -> Result<&Slot, BrokerError> {
+        let slot = self.slot(name)?;
+        if slot.credential.admits(peer) {
+            Ok(slot)
+        } else {
+            Err(BrokerError::CallerDenied {
+                name: Arc::clone(&slot.credential.name),
+                uid: peer.uid,
+                gid: peer.gid,
+                pid: peer.pid.unwrap_or(0),
+            })
+        }
+    }
+
+    /// The headers `peer` should send for `req`, waiting up to `wait` for a
+    /// refresh when no token valid for long enough is held.
+    pub async fn get_headers<'a>(
+        &'a self,
+        peer: &Peer,
+        req: HeadersRequest<'a>,
+        wait: Duration,
+    ) -> Result<Grant<'a>, BrokerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let slot = self.allowed_slot(peer, req.credential)?;
+        let mut rx = None;
+        loop {
+            if let Some(grant) = self.try_get(slot, peer, req, clock::now())? {
+                return Ok(grant);
+            }
+            let rx = rx.get_or_insert_with(|| slot.current.subscribe());
+            rx.borrow_and_update();
+            // Re-check after subscribing: a refresh may have landed between.
+            if let Some(grant) = self.try_get(slot, peer, req, clock::now())? {
+                return Ok(grant);
+            }
+            if let Some(d) = &slot.driver {
+                d.wake.notify_one();
+            }
+            let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                let snap = slot.current.borrow();
+                return Err(BrokerError::Unavailable {
+                    name: Arc::clone(&slot.credential.name),
+                    reason: snap
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("the refresh did not finish in time")
+                        .to_owned(),
+                });
+            }
+        }
+    }
+
+    /// The headers for `req` if they can be served at `now` without waiting;
+    /// `Ok(None)` when a refresh must come first.
+    pub fn try_get_headers<'a>(
         &'a self,
         peer: &Peer,
         req: HeadersRequest<'a>,
         now: Timestamp,
-    ) -> Result<Grant<'a>, BrokerError> {
-        let slot = self
-            .slots
-            .get(req.credential)
-            .ok_or_else(|| BrokerError::NotFound {
-                name: req.credential.to_owned(),
-            })?;
+    ) -> Result<Option<Grant<'a>>, BrokerError> {
+        let slot = self.allowed_slot(peer, req.credential)?;
+        self.try_get(slot, peer, req, now)
+    }
+
+    fn try_get<'a>(
+        &'a self,
+        slot: &'a Slot,
+        peer: &Peer,
+        req: HeadersRequest<'a>,
+        now: Timestamp,
+    ) -> Result<Option<Grant<'a>>, BrokerError> {
         let c = &slot.credential;
         let name = || Arc::clone(&c.name);
-        if !c.admits(peer) {
-            return Err(BrokerError::CallerDenied {
-                name: name(),
-                uid: peer.uid,
-                gid: peer.gid,
-                pid: peer.pid.unwrap_or(0),
-            });
+        let min_valid = req.min_valid.map_or(c.min_valid, |m| m.max(c.min_valid));
+        let snap = Arc::clone(&slot.current.borrow());
+        match &c.kind {
+            Kind::Glean(g) => {
+                let act_as = glean_act_as(c, g, peer, req.act_as)?;
+                let required = glean_scopes(c, req.required_scopes)?;
+                let missing = required.missing_from(g.scopes);
+                if !missing.is_empty() {
+                    return Err(BrokerError::MissingScopes {
+                        name: name(),
+                        missing: missing.to_string(),
+                        fix: "a Glean token's scopes are fixed when it is created: create one \
+                              with them in Glean's admin console and rotate it into tokend",
+                    });
+                }
+                let token = snap
+                    .token
+                    .clone()
+                    .ok_or_else(|| BrokerError::NotImported { name: name() })?;
+                if let Some(at) = token.expires_at {
+                    if at <= now {
+                        return Err(BrokerError::Expired {
+                            name: name(),
+                            at,
+                            ago: clock::between(at, now),
+                            owner: g.owner.clone(),
+                        });
+                    }
+                    let left = clock::between(now, at);
+                    if left < min_valid {
+                        return Err(BrokerError::ExpiresTooSoon {
+                            name: name(),
+                            at,
+                            left,
+                            min_valid,
+                        });
+                    }
+                }
+                Ok(Some(Grant {
+                    token,
+                    act_as,
+                    extra_headers: &[],
+                    stale: false,
+                }))
+            }
+            Kind::OAuth(o) => {
+                if !req.act_as.is_empty() {
+                    return Err(BrokerError::ActAsRefused {
+                        name: name(),
+                        what: format!("an {} credential", c.kind.name()),
+                    });
+                }
+                let granted: Vec<&str> = match snap.token.as_ref().and_then(|t| t.scope.as_deref())
+                {
+                    Some(scope) => scope.split(' ').collect(),
+                    None => o.client.scopes.iter().map(String::as_str).collect(),
+                };
+                let missing: Vec<&str> = req
+                    .required_scopes
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| !granted.contains(s))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(BrokerError::MissingScopes {
+                        name: name(),
+                        missing: missing.join(", "),
+                        fix: "add them to the credential's scopes (and have them granted), \
+                              then log in again",
+                    });
+                }
+                let grant = |token: &Arc<Token>, stale| Grant {
+                    token: Arc::clone(token),
+                    act_as: None,
+                    extra_headers: &o.extra_headers,
+                    stale,
+                };
+                if let Some(t) = &snap.token
+                    && t.valid_for(min_valid, now)
+                {
+                    return Ok(Some(grant(t, false)));
+                }
+                match snap.state {
+                    State::NeedsLogin => Err(BrokerError::NeedsLogin {
+                        name: name(),
+                        reason: snap.last_error.clone().unwrap_or_else(|| "".into()),
+                    }),
+                    State::Misconfigured => Err(BrokerError::Misconfigured {
+                        name: name(),
+                        reason: snap.last_error.clone().unwrap_or_else(|| "".into()),
+                    }),
+                    State::Stale if o.serve_stale => Ok(snap
+                        .token
+                        .as_ref()
+                        .filter(|t| t.valid_for(Duration::ZERO, now))
+                        .map(|t| grant(t, true))),
+                    _ => Ok(None),
+                }
+            }
         }
-        let Kind::Glean(g) = &c.kind;
-        let act_as = match (g.permission, req.act_as.is_empty()) {
-            (Permission::Global, true) => return Err(BrokerError::ActAsRequired { name: name() }),
-            (Permission::Global, false) => {
-                if !glean::is_valid_email(req.act_as) {
-                    return Err(BrokerError::ActAsInvalid {
-                        name: name(),
-                        act_as: req.act_as.to_owned(),
-                    });
-                }
-                if !c.act_as_patterns(peer).any(|p| p.matches(req.act_as)) {
-                    return Err(BrokerError::ActAsDenied {
-                        name: name(),
-                        uid: peer.uid,
-                        act_as: req.act_as.to_owned(),
-                    });
-                }
-                Some(req.act_as)
-            }
-            (permission, false) => {
-                return Err(BrokerError::ActAsRefused {
-                    name: name(),
-                    permission,
-                });
-            }
-            (_, true) => None,
+    }
+
+    /// A receiver of `name`'s snapshots, for streaming updates to `peer`.
+    pub fn watch(
+        &self,
+        peer: &Peer,
+        name: &str,
+    ) -> Result<watch::Receiver<Arc<Snapshot>>, BrokerError> {
+        Ok(self.allowed_slot(peer, name)?.current.subscribe())
+    }
+
+    /// An API rejected the token with `fingerprint`: replace it now if it is
+    /// still the current one. Returns whether a refresh was triggered.
+    pub fn invalidate(
+        &self,
+        peer: &Peer,
+        name: &str,
+        fingerprint: &str,
+    ) -> Result<bool, BrokerError> {
+        let slot = self.allowed_slot(peer, name)?;
+        let snap = slot.current.borrow();
+        let (Some(driver), Some(token)) = (&slot.driver, &snap.token) else {
+            return Ok(false);
         };
-        let mut required = ScopeSet::default();
-        for s in req.required_scopes {
-            match s.parse::<Scope>() {
-                Ok(scope) => required.insert(scope),
-                Err(()) => {
-                    return Err(BrokerError::UnknownScope {
-                        name: name(),
-                        scope: s.clone(),
-                    });
-                }
-            }
+        if token.fingerprint != fingerprint {
+            return Ok(false);
         }
-        let missing = required.missing_from(g.scopes);
-        if !missing.is_empty() {
-            return Err(BrokerError::MissingScopes {
-                name: name(),
-                missing,
+        driver
+            .invalidated
+            .store(token.generation, Ordering::Release);
+        driver.wake.notify_one();
+        tracing::info!(credential = %slot.credential.name, fingerprint, "token reported rejected; refreshing");
+        Ok(true)
+    }
+
+    fn admin_slot(
+        &self,
+        peer: &Peer,
+        name: &str,
+        action: &'static str,
+    ) -> Result<&Slot, BrokerError> {
+        if !self.is_admin(peer) {
+            return Err(BrokerError::NotAdmin {
+                uid: peer.uid,
+                action,
             });
         }
-        if let Some(at) = g.expires_at {
-            let min_valid = req.min_valid.map_or(c.min_valid, |m| m.max(c.min_valid));
-            if at <= now {
-                return Err(BrokerError::Expired {
-                    name: name(),
-                    at,
-                    ago: clock::between(at, now),
-                    owner: g.owner.clone(),
-                });
-            }
-            let left = clock::between(now, at);
-            if left < min_valid {
-                return Err(BrokerError::ExpiresTooSoon {
-                    name: name(),
-                    at,
-                    left,
-                    min_valid,
-                });
+        self.slot(name)
+    }
+
+    fn driver<'a>(&self, slot: &'a Slot, what: &'static str) -> Result<&'a Handle, BrokerError> {
+        slot.driver.as_ref().ok_or_else(|| BrokerError::WrongKind {
+            name: Arc::clone(&slot.credential.name),
+            kind: slot.credential.kind.name(),
+            what,
+        })
+    }
+
+    /// Refreshes `name` now (admin only) and returns the new token.
+    pub async fn refresh(&self, peer: &Peer, name: &str) -> Result<Arc<Token>, BrokerError> {
+        let slot = self.admin_slot(peer, name, "refresh credentials")?;
+        let driver = self.driver(slot, "it does not refresh; rotate its secret instead")?;
+        let (reply, answer) = oneshot::channel();
+        self.ask(slot, driver, Command::Refresh { reply }, answer)
+            .await
+    }
+
+    /// Stores a refresh token (and optionally an access token) from a login.
+    pub async fn put_refresh_token(
+        &self,
+        peer: &Peer,
+        name: &str,
+        refresh_token: secrecy::SecretString,
+        access_token: Option<(secrecy::SecretString, Timestamp)>,
+    ) -> Result<Arc<Token>, BrokerError> {
+        let slot = self.admin_slot(peer, name, "store refresh tokens")?;
+        let driver = self.driver(slot, "it does not use refresh tokens")?;
+        for t in std::iter::once(&refresh_token).chain(access_token.as_ref().map(|(a, _)| a)) {
+            if !header_safe(t.expose_secret()) {
+                return Err(BrokerError::InvalidInput(format!(
+                    "the token for `{name}` is empty or holds characters that cannot go in a header"
+                )));
             }
         }
-        Ok(Grant {
-            authorization: &slot.authorization,
-            act_as,
-            expires_at: g.expires_at,
+        let (reply, answer) = oneshot::channel();
+        let cmd = Command::PutRefreshToken {
+            refresh_token,
+            access_token,
+            reply,
+        };
+        self.ask(slot, driver, cmd, answer).await
+    }
+
+    async fn ask(
+        &self,
+        slot: &Slot,
+        driver: &Handle,
+        cmd: Command,
+        answer: oneshot::Receiver<Result<Arc<Token>, String>>,
+    ) -> Result<Arc<Token>, BrokerError> {
+        let name = || Arc::clone(&slot.credential.name);
+        let gone = || BrokerError::Unavailable {
+            name: name(),
+            reason: "its refresh task has stopped (tokend is shutting down)".into(),
+        };
+        driver.commands.send(cmd).await.map_err(|_| gone())?;
+        let result = answer.await.map_err(|_| gone())?;
+        result.map_err(|reason| {
+            let snap = slot.current.borrow();
+            match snap.state {
+                State::NeedsLogin => BrokerError::NeedsLogin {
+                    name: name(),
+                    reason: reason.into(),
+                },
+                State::Misconfigured => BrokerError::Misconfigured {
+                    name: name(),
+                    reason: reason.into(),
+                },
+                _ => BrokerError::Unavailable {
+                    name: name(),
+                    reason,
+                },
+            }
         })
+    }
+
+    /// Stores a Glean secret imported with `tokenctl import` (admin only) and
+    /// serves it from now on.
+    pub async fn import_secret(
+        &self,
+        peer: &Peer,
+        name: &str,
+        secret: secrecy::SecretString,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), BrokerError> {
+        let slot = self.admin_slot(peer, name, "import secrets")?;
+        let wrong = |what| BrokerError::WrongKind {
+            name: Arc::clone(&slot.credential.name),
+            kind: slot.credential.kind.name(),
+            what,
+        };
+        let Kind::Glean(g) = &slot.credential.kind else {
+            return Err(wrong(
+                "only glean_token secrets are imported; use `tokenctl login`",
+            ));
+        };
+        if !matches!(g.secret, GleanSecret::Stored) {
+            return Err(wrong(
+                "its secret is read from the config's source; set secret = { store = true } to import",
+            ));
+        }
+        if !header_safe(secret.expose_secret()) {
+            return Err(BrokerError::InvalidInput(format!(
+                "the secret for `{name}` is empty or holds characters that cannot go in a header"
+            )));
+        }
+        let store = self
+            .store
+            .clone()
+            .ok_or_else(|| BrokerError::InvalidInput("no store".into()))?;
+        let record = Record {
+            secret: Some(Zeroizing::new(secret.expose_secret().to_owned())),
+            secret_expires_at: expires_at.map(Timestamp::as_second),
+            ..Record::default()
+        };
+        let key = name.to_owned();
+        tokio::task::spawn_blocking(move || store.put(&key, &record))
+            .await
+            .map_err(|e| BrokerError::InvalidInput(e.to_string()))??;
+        let generation = slot
+            .current
+            .borrow()
+            .token
+            .as_ref()
+            .map_or(0, |t| t.generation)
+            + 1;
+        let token = Token::new(
+            secret.expose_secret(),
+            expires_at.or(g.expires_at),
+            clock::now(),
+            generation,
+            None,
+        );
+        slot.current.send_replace(Arc::new(Snapshot {
+            token: Some(Arc::new(token)),
+            last_refresh: Some(clock::now()),
+            ..Snapshot::new(State::Fresh)
+        }));
+        tracing::info!(credential = name, "secret imported");
+        Ok(())
     }
 
     /// Status of each credential `peer` may use (of all, for admins), by name.
@@ -323,24 +686,128 @@ impl Broker {
             .filter(|s| admin || s.credential.admits(peer))
             .map(|s| {
                 let c = &s.credential;
-                let Kind::Glean(g) = &c.kind;
-                let expired = g.expires_at.is_some_and(|at| at <= now);
+                let snap = Arc::clone(&s.current.borrow());
+                let (permission, scopes, owner) = match &c.kind {
+                    Kind::Glean(g) => (
+                        Some(g.permission),
+                        g.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+                        g.owner.clone(),
+                    ),
+                    Kind::OAuth(o) => (None, o.client.scopes.clone(), None),
+                };
+                let state = snap.state_at(now);
+                let last_error = match (state, &snap.last_error, &c.kind) {
+                    (State::Expired, None, Kind::Glean(_)) => {
+                        Some("expired; rotate the token".into())
+                    }
+                    (_, e, _) => e.clone(),
+                };
                 Status {
                     name: Arc::clone(&c.name),
                     kind: c.kind.name(),
-                    permission: Some(g.permission),
-                    state: if expired {
-                        State::Expired
-                    } else {
-                        State::Fresh
-                    },
-                    expires_at: g.expires_at,
-                    scopes: g.scopes,
-                    owner: g.owner.clone(),
+                    permission,
+                    state,
+                    expires_at: snap.token.as_ref().and_then(|t| t.expires_at),
+                    scopes,
+                    owner,
+                    last_error,
+                    last_refresh: snap.last_refresh,
+                    next_refresh: snap.next_refresh,
                 }
             })
             .collect()
     }
+}
+
+/// The snapshot a Glean token starts with: its configured secret, or the one
+/// imported into the store, or none yet.
+fn glean_snapshot(
+    name: &str,
+    g: &GleanToken,
+    store: Option<&Store>,
+) -> Result<Snapshot, BrokerError> {
+    let now = clock::now();
+    let token = match &g.secret {
+        GleanSecret::Configured { secret, .. } => Some(Token::new(
+            secret.expose_secret(),
+            g.expires_at,
+            now,
+            1,
+            None,
+        )),
+        GleanSecret::Stored => {
+            let store = store.ok_or_else(|| BrokerError::InvalidInput("no store".into()))?;
+            store.get(name)?.and_then(|r| {
+                let expires_at = r
+                    .secret_expires_at
+                    .and_then(|t| Timestamp::from_second(t).ok())
+                    .or(g.expires_at);
+                r.secret
+                    .as_ref()
+                    .map(|s| Token::new(s, expires_at, now, 1, None))
+            })
+        }
+    };
+    Ok(match token {
+        Some(t) => Snapshot {
+            token: Some(Arc::new(t)),
+            ..Snapshot::new(State::Fresh)
+        },
+        None => Snapshot {
+            last_error: Some(format!("no secret yet; run `tokenctl import {name}`").into()),
+            ..Snapshot::new(State::NeedsLogin)
+        },
+    })
+}
+
+/// Glean's `X-Glean-ActAs` rules for `act_as`.
+fn glean_act_as<'a>(
+    c: &Credential,
+    g: &GleanToken,
+    peer: &Peer,
+    act_as: &'a str,
+) -> Result<Option<&'a str>, BrokerError> {
+    let name = || Arc::clone(&c.name);
+    match (g.permission, act_as.is_empty()) {
+        (Permission::Global, true) => Err(BrokerError::ActAsRequired { name: name() }),
+        (Permission::Global, false) => {
+            if !glean::is_valid_email(act_as) {
+                return Err(BrokerError::ActAsInvalid {
+                    name: name(),
+                    act_as: act_as.to_owned(),
+                });
+            }
+            if !c.act_as_patterns(peer).any(|p| p.matches(act_as)) {
+                return Err(BrokerError::ActAsDenied {
+                    name: name(),
+                    uid: peer.uid,
+                    act_as: act_as.to_owned(),
+                });
+            }
+            Ok(Some(act_as))
+        }
+        (permission, false) => Err(BrokerError::ActAsRefused {
+            name: name(),
+            what: format!("a {permission} Glean token"),
+        }),
+        (_, true) => Ok(None),
+    }
+}
+
+fn glean_scopes(c: &Credential, required: &[String]) -> Result<ScopeSet, BrokerError> {
+    let mut set = ScopeSet::default();
+    for s in required {
+        let scope = s.parse::<Scope>().map_err(|()| BrokerError::UnknownScope {
+            name: Arc::clone(&c.name),
+            scope: s.clone(),
+        })?;
+        set.insert(scope);
+    }
+    Ok(set)
+}
+
+fn header_safe(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -371,7 +838,29 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [50], act_as
 "#;
 
     fn broker() -> Broker {
-        Broker::new(config::parse(Path::new("/etc/tokend.toml"), CONFIG).unwrap())
+        let config = config::parse(Path::new("/etc/tokend.toml"), CONFIG).unwrap();
+        let services = Services {
+            store: None,
+            http: crate::oauth::http_client(Duration::from_secs(1)),
+            refresh: refresh::Settings {
+                max_backoff: Duration::from_secs(1),
+                crash_after_token_response: false,
+            },
+        };
+        let (broker, drivers) = Broker::new(config, services).unwrap();
+        assert!(drivers.is_empty(), "Glean tokens need no refresh driver");
+        broker
+    }
+
+    /// `try_get_headers`, which must not ask to wait for a Glean token.
+    fn get<'a>(
+        b: &'a Broker,
+        p: &Peer,
+        r: HeadersRequest<'a>,
+        now: Timestamp,
+    ) -> Result<Grant<'a>, BrokerError> {
+        b.try_get_headers(p, r, now)
+            .map(|g| g.expect("Glean tokens never wait for a refresh"))
     }
 
     fn peer(uid: u32, groups: &[u32]) -> Peer {
@@ -403,44 +892,55 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [50], act_as
     fn user_token_yields_only_authorization() {
         let b = broker();
         let now = at("2029-01-01T00:00:00Z");
-        let g = b
-            .get_headers(&peer(1000, &[]), req("user", "", &["search"]), now)
-            .unwrap();
+        let g = get(&b, &peer(1000, &[]), req("user", "", &["search"]), now).unwrap();
         let names: Vec<&str> = g.headers().map(|(n, _)| n).collect();
         assert_eq!(names, ["Authorization"]);
-        assert!(g.authorization.expose_secret().starts_with("Bearer "));
-        assert_eq!(g.expires_at, Some(at("2030-01-01T00:00:00Z")));
+        assert!(g.token.authorization().starts_with("Bearer "));
+        assert_eq!(g.token.expires_at, Some(at("2030-01-01T00:00:00Z")));
     }
 
     #[test]
     fn act_as_rules_follow_the_callers_patterns() {
         let b = broker();
         let now = at("2029-01-01T00:00:00Z");
-        let g = b
-            .get_headers(&peer(1000, &[]), req("global", "a@corp.example", &[]), now)
-            .unwrap();
+        let g = get(
+            &b,
+            &peer(1000, &[]),
+            req("global", "a@corp.example", &[]),
+            now,
+        )
+        .unwrap();
         let h: Vec<(&str, &str)> = g.headers().collect();
         assert_eq!(h[1], ("X-Glean-ActAs", "a@corp.example"));
-        let e = b
-            .get_headers(&peer(1000, &[]), req("global", "a@other.example", &[]), now)
-            .unwrap_err();
+        let e = get(
+            &b,
+            &peer(1000, &[]),
+            req("global", "a@other.example", &[]),
+            now,
+        )
+        .unwrap_err();
         assert!(matches!(e, BrokerError::ActAsDenied { .. }), "{e}");
         // Group 50's rule allows anyone.
         assert!(
-            b.get_headers(&peer(7, &[50]), req("global", "a@other.example", &[]), now)
-                .is_ok()
+            get(
+                &b,
+                &peer(7, &[50]),
+                req("global", "a@other.example", &[]),
+                now
+            )
+            .is_ok()
         );
-        let e = b
-            .get_headers(&peer(1000, &[]), req("global", "", &[]), now)
-            .unwrap_err();
+        let e = get(&b, &peer(1000, &[]), req("global", "", &[]), now).unwrap_err();
         assert!(e.to_string().contains("X-Glean-ActAs"), "{e}");
-        let e = b
-            .get_headers(&peer(1000, &[]), req("global", "nobody", &[]), now)
-            .unwrap_err();
+        let e = get(&b, &peer(1000, &[]), req("global", "nobody", &[]), now).unwrap_err();
         assert!(matches!(e, BrokerError::ActAsInvalid { .. }));
-        let e = b
-            .get_headers(&peer(1000, &[]), req("user", "a@corp.example", &[]), now)
-            .unwrap_err();
+        let e = get(
+            &b,
+            &peer(1000, &[]),
+            req("user", "a@corp.example", &[]),
+            now,
+        )
+        .unwrap_err();
         assert!(matches!(e, BrokerError::ActAsRefused { .. }));
     }
 
@@ -448,16 +948,12 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [50], act_as
     fn default_deny_and_unknown_names() {
         let b = broker();
         let now = at("2029-01-01T00:00:00Z");
-        let e = b
-            .get_headers(&peer(1001, &[]), req("user", "", &[]), now)
-            .unwrap_err();
+        let e = get(&b, &peer(1001, &[]), req("user", "", &[]), now).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("uid 1001 (gid 1001, pid 42) may not use credential `user`")
         );
-        let e = b
-            .get_headers(&peer(1000, &[]), req("nope", "", &[]), now)
-            .unwrap_err();
+        let e = get(&b, &peer(1000, &[]), req("nope", "", &[]), now).unwrap_err();
         assert!(matches!(e, BrokerError::NotFound { .. }));
         assert_eq!(b.list(&peer(1001, &[]), now).len(), 0);
         assert_eq!(b.list(&peer(7, &[50]), now).len(), 1);
@@ -469,26 +965,18 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [50], act_as
         let b = broker();
         let p = peer(1000, &[]);
         let now = at("2029-01-01T00:00:00Z");
-        let e = b
-            .get_headers(&p, req("user", "", &["SEARCH", "CHAT", "PEOPLE"]), now)
-            .unwrap_err();
+        let e = get(&b, &p, req("user", "", &["SEARCH", "CHAT", "PEOPLE"]), now).unwrap_err();
         assert!(e.to_string().contains("lacks scope(s) CHAT, PEOPLE"), "{e}");
-        let e = b
-            .get_headers(&p, req("user", "", &["SERCH"]), now)
-            .unwrap_err();
+        let e = get(&b, &p, req("user", "", &["SERCH"]), now).unwrap_err();
         assert!(matches!(e, BrokerError::UnknownScope { .. }));
-        let e = b
-            .get_headers(&p, req("user", "", &[]), at("2030-01-01T03:00:00Z"))
-            .unwrap_err();
+        let e = get(&b, &p, req("user", "", &[]), at("2030-01-01T03:00:00Z")).unwrap_err();
         assert!(
             e.to_string()
                 .contains("expired at 2030-01-01T00:00:00Z (3h 0m ago)"),
             "{e}"
         );
         assert!(e.to_string().contains("owner: ops@corp.example"), "{e}");
-        let e = b
-            .get_headers(&p, req("user", "", &[]), at("2029-12-31T23:59:30Z"))
-            .unwrap_err();
+        let e = get(&b, &p, req("user", "", &[]), at("2029-12-31T23:59:30Z")).unwrap_err();
         assert!(
             e.to_string()
                 .contains("in 30s, sooner than the 1m 0s required"),
@@ -497,11 +985,11 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [50], act_as
         // The credential's 60 s is a floor a caller cannot lower, only raise.
         let mut r = req("user", "", &[]);
         r.min_valid = Some(Duration::from_secs(10));
-        assert!(b.get_headers(&p, r, at("2029-12-31T23:59:30Z")).is_err());
+        assert!(get(&b, &p, r, at("2029-12-31T23:59:30Z")).is_err());
         let two_minutes_left = at("2029-12-31T23:58:00Z");
-        assert!(b.get_headers(&p, r, two_minutes_left).is_ok());
+        assert!(get(&b, &p, r, two_minutes_left).is_ok());
         r.min_valid = Some(Duration::from_secs(300));
-        let e = b.get_headers(&p, r, two_minutes_left).unwrap_err();
+        let e = get(&b, &p, r, two_minutes_left).unwrap_err();
         assert!(
             e.to_string().contains("sooner than the 5m 0s required"),
             "{e}"

@@ -6,7 +6,7 @@
 //! Secrets are read here too: a config whose secret cannot be read is as
 //! unusable as one with a typo, and must be refused whole.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -17,8 +17,12 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_spanned::Spanned;
 
-use crate::credential::{Admins, AllowRule, Credential, GleanToken, Kind};
+use crate::credential::{
+    Admins, AllowRule, Credential, GleanSecret, GleanToken, Kind, OAuthCredential, OAuthGrant,
+    Schedule,
+};
 use crate::glean::{self, ActAsPattern, Permission, Scope, ScopeSet};
+use crate::oauth::{self, AuthMethod};
 use crate::secret::SecretSource;
 
 /// Where the daemon listens unless the config or command line says otherwise.
@@ -27,14 +31,54 @@ const DEFAULT_SOCKET_MODE: u32 = 0o660;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long enough for a request to reach the API and be checked there.
 const DEFAULT_MIN_VALID: Duration = Duration::from_secs(60);
-const KINDS: [&str; 1] = ["glean_token"];
+const KINDS: [&str; 3] = ["glean_token", "oauth_refresh", "oauth_client_credentials"];
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Where the store lives unless `[store] path` says otherwise.
+pub const DEFAULT_STORE: &str = "/var/lib/tokend/store.redb";
+/// The systemd credential (`LoadCredential=`) holding the store key.
+pub const STORE_KEY_CREDENTIAL: &str = "tokend-store-key";
+/// Renew when a third of the lifetime is left, minus up to a sixth of jitter:
+/// between 1/2 and 2/3 of the lifetime, as SPIRE and Vault Agent do.
+const DEFAULT_REFRESH_FRACTION: f64 = 1.0 / 3.0;
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// A validated config.
 #[derive(Debug)]
 pub struct Config {
     pub path: PathBuf,
     pub daemon: Daemon,
+    pub store: StoreSettings,
     pub credentials: Vec<Credential>,
+}
+
+impl Config {
+    /// Whether any credential keeps state in the encrypted store.
+    pub fn needs_store(&self) -> bool {
+        self.credentials.iter().any(|c| match &c.kind {
+            Kind::Glean(g) => matches!(g.secret, GleanSecret::Stored),
+            Kind::OAuth(_) => true,
+        })
+    }
+}
+
+/// The `[store]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Default [`DEFAULT_STORE`].
+    pub path: PathBuf,
+    /// Default `$CREDENTIALS_DIRECTORY/tokend-store-key`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl StoreSettings {
+    /// The key file to read: the configured one, else the systemd credential.
+    pub fn key_path(&self) -> Option<PathBuf> {
+        self.key_file.clone().or_else(|| {
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(|d| Path::new(&d).join(STORE_KEY_CREDENTIAL))
+        })
+    }
 }
 
 /// The `[daemon]` table.
@@ -49,6 +93,10 @@ pub struct Daemon {
     pub admins: Admins,
     /// How long in-flight calls may take to finish on shutdown. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// Limit on each request to a token endpoint. Default 10 s.
+    pub http_timeout: Duration,
+    /// Longest wait between retries of a failing refresh. Default 5 min.
+    pub max_backoff: Duration,
 }
 
 /// Why a config was refused.
@@ -135,6 +183,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
     };
     let daemon = cx.daemon(raw.daemon);
+    let store = StoreSettings {
+        path: raw.store.path.unwrap_or_else(|| DEFAULT_STORE.into()),
+        key_file: raw.store.key_file,
+    };
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut credentials = Vec::with_capacity(raw.credential.len());
     for c in raw.credential {
@@ -156,6 +208,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Ok(Config {
             path: path.to_owned(),
             daemon,
+            store,
             credentials,
         })
     } else {
@@ -169,7 +222,16 @@ struct RawConfig {
     #[serde(default)]
     daemon: RawDaemon,
     #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
     credential: Vec<RawCredential>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Default, Deserialize)]
@@ -183,6 +245,8 @@ struct RawDaemon {
     #[serde(default)]
     admin_groups: Vec<Spanned<Principal>>,
     shutdown_timeout: Option<Spanned<String>>,
+    http_timeout: Option<Spanned<String>>,
+    max_backoff: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +262,71 @@ struct RawCredential {
     #[serde(default)]
     allow: OneOrMany<RawAllow>,
     min_valid: Option<Spanned<String>>,
+    issuer: Option<Spanned<String>>,
+    token_endpoint: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    client_secret: Option<Spanned<RawSecret>>,
+    auth_method: Option<Spanned<String>>,
+    extra_params: Option<Spanned<BTreeMap<String, String>>>,
+    extra_headers: Option<Spanned<BTreeMap<String, String>>>,
+    refresh_token_lifetime: Option<Spanned<String>>,
+    serve_stale: Option<Spanned<bool>>,
+    refresh_before: Option<Spanned<String>>,
+    refresh_fraction: Option<Spanned<f64>>,
+    default_lifetime: Option<Spanned<String>>,
+}
+
+impl RawCredential {
+    /// Positions of the fields that are set, by name, for "does not apply
+    /// to this kind" checks.
+    fn present(&self) -> Vec<(&'static str, Range<usize>)> {
+        let span = |name, s: Option<Range<usize>>| s.map(|s| (name, s));
+        [
+            span("permission", self.permission.as_ref().map(Spanned::span)),
+            span("expires_at", self.expires_at.as_ref().map(Spanned::span)),
+            span("owner", self.owner.as_ref().map(Spanned::span)),
+            span("secret", self.secret.as_ref().map(Spanned::span)),
+            span("issuer", self.issuer.as_ref().map(Spanned::span)),
+            span(
+                "token_endpoint",
+                self.token_endpoint.as_ref().map(Spanned::span),
+            ),
+            span("client_id", self.client_id.as_ref().map(Spanned::span)),
+            span(
+                "client_secret",
+                self.client_secret.as_ref().map(Spanned::span),
+            ),
+            span("auth_method", self.auth_method.as_ref().map(Spanned::span)),
+            span(
+                "extra_params",
+                self.extra_params.as_ref().map(Spanned::span),
+            ),
+            span(
+                "extra_headers",
+                self.extra_headers.as_ref().map(Spanned::span),
+            ),
+            span(
+                "refresh_token_lifetime",
+                self.refresh_token_lifetime.as_ref().map(Spanned::span),
+            ),
+            span("serve_stale", self.serve_stale.as_ref().map(Spanned::span)),
+            span(
+                "refresh_before",
+                self.refresh_before.as_ref().map(Spanned::span),
+            ),
+            span(
+                "refresh_fraction",
+                self.refresh_fraction.as_ref().map(Spanned::span),
+            ),
+            span(
+                "default_lifetime",
+                self.default_lifetime.as_ref().map(Spanned::span),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -206,6 +335,7 @@ enum RawSecret {
     File(PathBuf),
     Env(String),
     Credential(String),
+    Store(bool),
 }
 
 #[derive(Deserialize)]
@@ -323,16 +453,28 @@ impl Context<'_> {
                 .filter_map(|g| self.group(g, "daemon.admin_groups"))
                 .collect(),
         };
-        let shutdown_timeout = raw
-            .shutdown_timeout
-            .and_then(|d| self.duration(&d, "daemon.shutdown_timeout"))
-            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+        let mut duration = |d: Option<Spanned<String>>, field: &str, default| {
+            d.and_then(|d| self.duration(&d, field)).unwrap_or(default)
+        };
+        let shutdown_timeout = duration(
+            raw.shutdown_timeout,
+            "daemon.shutdown_timeout",
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        );
+        let http_timeout = duration(
+            raw.http_timeout,
+            "daemon.http_timeout",
+            DEFAULT_HTTP_TIMEOUT,
+        );
+        let max_backoff = duration(raw.max_backoff, "daemon.max_backoff", DEFAULT_MAX_BACKOFF);
         Daemon {
             socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             socket_mode,
             socket_group,
             admins,
             shutdown_timeout,
+            http_timeout,
+            max_backoff,
         }
     }
 
@@ -365,6 +507,12 @@ impl Context<'_> {
             .unwrap_or(DEFAULT_MIN_VALID);
         let kind = match raw.kind.get_ref().as_str() {
             "glean_token" => self.glean_token(&raw, &field).map(Kind::Glean),
+            "oauth_refresh" => self
+                .oauth(&raw, OAuthGrant::RefreshToken, &field)
+                .map(Kind::OAuth),
+            "oauth_client_credentials" => self
+                .oauth(&raw, OAuthGrant::ClientCredentials, &field)
+                .map(Kind::OAuth),
             other => {
                 self.problem(
                     raw.kind.span(),
@@ -389,6 +537,12 @@ impl Context<'_> {
         field: &dyn Fn(&str) -> String,
     ) -> Option<GleanToken> {
         let at = raw.kind.span();
+        self.only_fields(
+            raw,
+            "glean_token",
+            &["permission", "expires_at", "owner", "secret"],
+            field,
+        );
         let permission = match &raw.permission {
             None => {
                 self.problem(
@@ -495,27 +649,44 @@ impl Context<'_> {
                 "only global tokens act as other users; remove act_as or fix the permission".into(),
             );
         }
-        let (source, secret) = self.secret(raw, field)?;
+        let secret = match raw.secret.as_ref().map(|s| (s, s.get_ref())) {
+            Some((_, RawSecret::Store(true))) => Some(GleanSecret::Stored),
+            Some((s, RawSecret::Store(false))) => {
+                self.problem(
+                    s.span(),
+                    &field("secret.store"),
+                    "`store = false` names no secret; use `store = true` (imported with \
+                     `tokenctl import`) or a file, credential or env source"
+                        .into(),
+                );
+                None
+            }
+            _ => self
+                .secret(raw.secret.as_ref(), raw.kind.span(), &field("secret"))
+                .map(|(source, secret)| GleanSecret::Configured { source, secret }),
+        };
         Some(GleanToken {
             permission: permission?,
             scopes,
             expires_at,
             owner,
-            source,
-            secret,
+            secret: secret?,
         })
     }
 
+    /// Reads a secret from a file, the environment or systemd; `at` and
+    /// `field` locate the problem when the source is missing.
     fn secret(
         &mut self,
-        raw: &RawCredential,
-        field: &dyn Fn(&str) -> String,
+        raw: Option<&Spanned<RawSecret>>,
+        at: Range<usize>,
+        field: &str,
     ) -> Option<(SecretSource, secrecy::SecretString)> {
-        let Some(s) = &raw.secret else {
+        let Some(s) = raw else {
             self.problem(
-                raw.kind.span(),
-                &field("secret"),
-                "missing; say where the token is read from: secret = { file = \"…\" }, \
+                at,
+                field,
+                "missing; say where the secret is read from: { file = \"…\" }, \
                  { credential = \"…\" } (systemd LoadCredential=) or { env = \"…\" }"
                     .into(),
             );
@@ -530,20 +701,243 @@ impl Context<'_> {
             RawSecret::Credential(c) if c.is_empty() || c.contains('/') || c == ".." => {
                 self.problem(
                     s.span(),
-                    &field("secret.credential"),
+                    &format!("{field}.credential"),
                     format!("`{c}` is not a systemd credential name (no `/`, not empty)"),
                 );
                 return None;
             }
             RawSecret::Credential(c) => SecretSource::Credential(c.clone()),
+            RawSecret::Store(_) => {
+                self.problem(
+                    s.span(),
+                    field,
+                    "only glean_token secrets can be imported into the store; read this one \
+                     from a file, credential or env source"
+                        .into(),
+                );
+                return None;
+            }
         };
         match source.load() {
             Ok(secret) => Some((source, secret)),
             Err(e) => {
-                self.problem(s.span(), &field("secret"), e.to_string());
+                self.problem(s.span(), field, e.to_string());
                 None
             }
         }
+    }
+
+    /// Reports every set field outside `allowed` (and the fields common to
+    /// all kinds) as not applying to `kind`.
+    fn only_fields(
+        &mut self,
+        raw: &RawCredential,
+        kind: &str,
+        allowed: &[&str],
+        field: &dyn Fn(&str) -> String,
+    ) {
+        for (name, span) in raw.present() {
+            if !allowed.contains(&name) {
+                self.problem(
+                    span,
+                    &field(name),
+                    format!("does not apply to kind `{kind}`; remove it"),
+                );
+            }
+        }
+    }
+
+    fn oauth(
+        &mut self,
+        raw: &RawCredential,
+        grant: OAuthGrant,
+        field: &dyn Fn(&str) -> String,
+    ) -> Option<OAuthCredential> {
+        let kind = raw.kind.get_ref().as_str();
+        self.only_fields(
+            raw,
+            kind,
+            &[
+                "issuer",
+                "token_endpoint",
+                "client_id",
+                "client_secret",
+                "auth_method",
+                "extra_params",
+                "extra_headers",
+                "refresh_token_lifetime",
+                "serve_stale",
+                "refresh_before",
+                "refresh_fraction",
+                "default_lifetime",
+                "owner",
+            ],
+            field,
+        );
+        let at = raw.kind.span();
+        let mut url = |v: &Option<Spanned<String>>, name: &str| {
+            v.as_ref().and_then(|u| {
+                let ok = (u.get_ref().starts_with("https://")
+                    || u.get_ref().starts_with("http://"))
+                    && reqwest::Url::parse(u.get_ref()).is_ok();
+                if !ok {
+                    self.problem(
+                        u.span(),
+                        &field(name),
+                        format!("`{}` is not an http(s) URL", u.get_ref()),
+                    );
+                }
+                ok.then(|| u.get_ref().clone())
+            })
+        };
+        let issuer = url(&raw.issuer, "issuer");
+        let token_endpoint = url(&raw.token_endpoint, "token_endpoint");
+        if raw.issuer.is_none() && raw.token_endpoint.is_none() {
+            self.problem(
+                at.clone(),
+                &field("issuer"),
+                "missing; set issuer (discovered through RFC 8414) or token_endpoint".into(),
+            );
+        }
+        let client_id = match &raw.client_id {
+            Some(c) if !c.get_ref().is_empty() => Some(c.get_ref().clone()),
+            other => {
+                self.problem(
+                    other.as_ref().map_or(at.clone(), Spanned::span),
+                    &field("client_id"),
+                    "missing or empty; set the OAuth client's id".into(),
+                );
+                None
+            }
+        };
+        let auth_method = match &raw.auth_method {
+            None => AuthMethod::ClientSecretBasic,
+            Some(m) => AuthMethod::parse(m.get_ref()).unwrap_or_else(|| {
+                self.problem(
+                    m.span(),
+                    &field("auth_method"),
+                    format!(
+                        "unknown method `{}`; use one of {}",
+                        m.get_ref(),
+                        AuthMethod::NAMES.join(", ")
+                    ),
+                );
+                AuthMethod::ClientSecretBasic
+            }),
+        };
+        let client_secret = match (auth_method, &raw.client_secret) {
+            (AuthMethod::None, None) => None,
+            (AuthMethod::None, Some(s)) => {
+                self.problem(
+                    s.span(),
+                    &field("client_secret"),
+                    "a public client (auth_method = \"none\") sends no secret; remove it".into(),
+                );
+                None
+            }
+            (_, s) => self
+                .secret(s.as_ref(), at.clone(), &field("client_secret"))
+                .map(|(_, secret)| secret),
+        };
+        let scopes = raw
+            .scopes
+            .as_ref()
+            .map(|list| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
+            .unwrap_or_default();
+        let extra_params: Vec<(String, String)> = raw
+            .extra_params
+            .as_ref()
+            .map(|m| m.get_ref().clone().into_iter().collect())
+            .unwrap_or_default();
+        const RESERVED: [&str; 7] = [
+            "grant_type",
+            "refresh_token",
+            "client_id",
+            "client_secret",
+            "scope",
+            "code",
+            "code_verifier",
+        ];
+        if let Some(m) = &raw.extra_params
+            && let Some(k) = m.get_ref().keys().find(|k| RESERVED.contains(&k.as_str()))
+        {
+            self.problem(
+                m.span(),
+                &field("extra_params"),
+                format!("`{k}` is set by tokend itself; remove it from extra_params"),
+            );
+        }
+        let mut extra_headers = Vec::new();
+        if let Some(m) = &raw.extra_headers {
+            for (k, v) in m.get_ref() {
+                let name_ok = reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                    && !k.eq_ignore_ascii_case("authorization");
+                let value_ok = reqwest::header::HeaderValue::from_str(v).is_ok();
+                if name_ok && value_ok {
+                    extra_headers.push((k.clone(), v.clone()));
+                } else {
+                    self.problem(
+                        m.span(),
+                        &field("extra_headers"),
+                        format!(
+                            "`{k}` is not a header tokend can send (a token-like name, \
+                             not Authorization, with a printable value)"
+                        ),
+                    );
+                }
+            }
+        }
+        let mut duration = |d: &Option<Spanned<String>>, name: &str| {
+            d.as_ref().and_then(|d| self.duration(d, &field(name)))
+        };
+        let refresh_token_lifetime =
+            duration(&raw.refresh_token_lifetime, "refresh_token_lifetime");
+        let refresh_before = duration(&raw.refresh_before, "refresh_before").unwrap_or_default();
+        let default_lifetime =
+            duration(&raw.default_lifetime, "default_lifetime").unwrap_or(DEFAULT_LIFETIME);
+        let refresh_fraction = match &raw.refresh_fraction {
+            None => DEFAULT_REFRESH_FRACTION,
+            Some(f) if (0.0..1.0).contains(f.get_ref()) => *f.get_ref(),
+            Some(f) => {
+                self.problem(
+                    f.span(),
+                    &field("refresh_fraction"),
+                    format!(
+                        "{} is not a fraction of the lifetime; write a number from 0 up to \
+                         (not including) 1, e.g. 0.33",
+                        f.get_ref()
+                    ),
+                );
+                DEFAULT_REFRESH_FRACTION
+            }
+        };
+        if grant == OAuthGrant::ClientCredentials && raw.refresh_token_lifetime.is_some() {
+            self.problem(
+                at,
+                &field("refresh_token_lifetime"),
+                "client credentials have no refresh token; remove it".into(),
+            );
+        }
+        Some(OAuthCredential {
+            grant,
+            issuer,
+            token_endpoint,
+            client: oauth::Client {
+                client_id: client_id?,
+                client_secret,
+                auth_method,
+                scopes,
+                extra_params,
+            },
+            extra_headers,
+            refresh_token_lifetime,
+            serve_stale: raw.serve_stale.as_ref().is_some_and(|s| *s.get_ref()),
+            schedule: Schedule {
+                refresh_before,
+                refresh_fraction,
+                default_lifetime,
+            },
+        })
     }
 
     fn allow(&mut self, raw: &RawAllow, field: &str) -> AllowRule {
@@ -692,11 +1086,16 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [0] , act_as
         assert_eq!(c.min_valid, Duration::from_secs(300));
         assert_eq!(c.allow.len(), 2);
         assert_eq!(c.allow[1].gids, [0]);
-        let Kind::Glean(g) = &c.kind;
+        let Kind::Glean(g) = &c.kind else {
+            panic!("not a Glean token: {c:?}")
+        };
         assert_eq!(g.permission, Permission::Global);
         assert_eq!(g.scopes.to_string(), "CHAT, SEARCH");
         assert_eq!(g.expires_at.unwrap().to_string(), "2029-12-31T22:00:00Z");
-        assert_eq!(g.secret.expose_secret(), "glean_secret");
+        let GleanSecret::Configured { secret, .. } = &g.secret else {
+            panic!("secret not read from its source")
+        };
+        assert_eq!(secret.expose_secret(), "glean_secret");
         let debug = format!("{config:?}");
         assert!(
             !debug.contains("glean_secret"),
@@ -810,5 +1209,121 @@ secret = { file = "token" }
         std::fs::remove_file(dir.path().join("token")).unwrap();
         let p = problems(&path, text);
         assert!(p[0].message.contains("No such file"), "{}", p[0]);
+    }
+
+    #[test]
+    fn oauth_credentials_are_understood() {
+        let (_dir, path) = with_secret(0o600);
+        let config = parse(
+            &path,
+            r#"
+[store]
+path = "/var/lib/x/store.redb"
+key_file = "/etc/x/key"
+
+[[credential]]
+name = "glue"
+kind = "oauth_client_credentials"
+token_endpoint = "https://glue.example/oauth/token"
+client_id = "abc"
+client_secret = { file = "token" }
+auth_method = "client_secret_post"
+extra_params = { subject = "wks_123", redirect_uri = "https://x.example/cb" }
+default_lifetime = "10m"
+
+[[credential]]
+name = "glean-sso"
+kind = "oauth_refresh"
+issuer = "https://acme-be.glean.com"
+client_id = "tokend"
+auth_method = "none"
+scopes = ["openid", "offline_access"]
+extra_headers = { "X-Glean-Auth-Type" = "OAUTH" }
+refresh_token_lifetime = "90d"
+serve_stale = true
+refresh_fraction = 0.5
+"#,
+        )
+        .unwrap();
+        assert!(config.needs_store());
+        assert_eq!(config.store.key_path(), Some(PathBuf::from("/etc/x/key")));
+        let Kind::OAuth(glue) = &config.credentials[0].kind else {
+            panic!("not OAuth")
+        };
+        assert_eq!(
+            config.credentials[0].kind.name(),
+            "oauth_client_credentials"
+        );
+        assert_eq!(glue.client.auth_method, AuthMethod::ClientSecretPost);
+        assert_eq!(
+            glue.client.extra_params,
+            [
+                ("redirect_uri".to_owned(), "https://x.example/cb".to_owned()),
+                ("subject".to_owned(), "wks_123".to_owned())
+            ]
+        );
+        assert_eq!(glue.schedule.default_lifetime, Duration::from_secs(600));
+        let Kind::OAuth(sso) = &config.credentials[1].kind else {
+            panic!("not OAuth")
+        };
+        assert_eq!(sso.grant, OAuthGrant::RefreshToken);
+        assert!(sso.client.client_secret.is_none() && sso.serve_stale);
+        assert_eq!(
+            sso.extra_headers,
+            [("X-Glean-Auth-Type".to_owned(), "OAUTH".to_owned())]
+        );
+        assert_eq!(
+            sso.refresh_token_lifetime,
+            Some(Duration::from_secs(90 * 86_400))
+        );
+    }
+
+    #[test]
+    fn oauth_problems_name_their_fields() {
+        let (_dir, path) = with_secret(0o600);
+        let p = problems(
+            &path,
+            r#"
+[[credential]]
+name = "a"
+kind = "oauth_refresh"
+client_id = "x"
+permission = "user"
+auth_method = "client_secret_jwt"
+client_secret = { file = "token" }
+extra_params = { grant_type = "password" }
+refresh_fraction = 1.5
+
+[[credential]]
+name = "b"
+kind = "glean_token"
+permission = "user"
+scopes = ["SEARCH"]
+secret = { store = true }
+issuer = "https://x.example"
+"#,
+        );
+        let fields: Vec<&str> = p.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "credential.a.permission",
+                "credential.a.issuer",
+                "credential.a.auth_method",
+                "credential.a.extra_params",
+                "credential.a.refresh_fraction",
+                "credential.b.issuer",
+            ],
+            "{p:#?}"
+        );
+        assert!(
+            p[0].message
+                .contains("does not apply to kind `oauth_refresh`")
+        );
+        assert!(p[1].message.contains("set issuer"));
+        assert!(
+            p[3].message
+                .contains("`grant_type` is set by tokend itself")
+        );
     }
 }

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 
 use crate::glean::{ActAsPattern, Permission, ScopeSet};
+use crate::oauth;
 use crate::peer::Peer;
 use crate::secret::SecretSource;
 
@@ -29,6 +30,7 @@ pub struct Credential {
 #[derive(Debug)]
 pub enum Kind {
     Glean(GleanToken),
+    OAuth(OAuthCredential),
 }
 
 impl Kind {
@@ -36,6 +38,10 @@ impl Kind {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Glean(_) => "glean_token",
+            Self::OAuth(o) => match o.grant {
+                OAuthGrant::RefreshToken => "oauth_refresh",
+                OAuthGrant::ClientCredentials => "oauth_client_credentials",
+            },
         }
     }
 }
@@ -46,11 +52,61 @@ impl Kind {
 pub struct GleanToken {
     pub permission: Permission,
     pub scopes: ScopeSet,
+    /// From the config; an imported secret may bring its own.
     pub expires_at: Option<Timestamp>,
     /// Whom to ask when it must be rotated.
     pub owner: Option<String>,
-    pub source: SecretSource,
-    pub secret: SecretString,
+    pub secret: GleanSecret,
+}
+
+/// Where a Glean token's secret is kept.
+#[derive(Debug)]
+pub enum GleanSecret {
+    /// Read from a file, the environment or systemd at load.
+    Configured {
+        source: SecretSource,
+        secret: SecretString,
+    },
+    /// Imported with `tokenctl import` into the encrypted store.
+    Stored,
+}
+
+/// Which OAuth grant renews the access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OAuthGrant {
+    /// A refresh token from a one-time login; it may rotate on every use.
+    RefreshToken,
+    /// The client's own credentials, re-requested before expiry.
+    ClientCredentials,
+}
+
+/// An OAuth 2.0 credential: how to reach the token endpoint and when to renew.
+#[derive(Debug)]
+pub struct OAuthCredential {
+    pub grant: OAuthGrant,
+    /// Discovery base (RFC 8414), used when `token_endpoint` is absent.
+    pub issuer: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub client: oauth::Client,
+    /// Sent after `Authorization`, e.g. `X-Glean-Auth-Type: OAUTH`.
+    pub extra_headers: Vec<(String, String)>,
+    /// The source's policy for how long a refresh token lives, for alerts.
+    pub refresh_token_lifetime: Option<Duration>,
+    /// Serve a still-valid token with less than `min_valid` left (flagged
+    /// stale) while refreshing fails, instead of failing the call.
+    pub serve_stale: bool,
+    pub schedule: Schedule,
+}
+
+/// When to renew an access token, given its lifetime.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Schedule {
+    /// Renew at least this long before expiry.
+    pub refresh_before: Duration,
+    /// Renew when this fraction of the lifetime remains (before jitter).
+    pub refresh_fraction: f64,
+    /// Lifetime assumed when the server says nothing and the token is opaque.
+    pub default_lifetime: Duration,
 }
 
 /// One entry of a credential's `allow` list.

@@ -20,12 +20,15 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod credential;
+pub mod daemon;
 pub mod glean;
 pub mod oauth;
 pub mod peer;
+pub mod refresh;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod token;
 
 /// Generated gRPC code for `proto/tokend/v1/tokend.proto`.
 #[allow(unused_qualifications, clippy::all, clippy::pedantic)] // generated code, not ours to restyle

@@ -14,6 +14,22 @@ use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+/// The HTTP client for token endpoints: rustls with the ring provider,
+/// `timeout` per request, no redirects (a token endpoint that redirects is
+/// misconfigured, and following it would resend credentials elsewhere).
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    // Fails only when a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+        .build()
+        // Building fails only if TLS cannot initialise at all.
+        .expect("cannot initialise the HTTP client")
+}
+
 /// How the client authenticates at the token endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -101,6 +117,10 @@ pub enum TokenError {
         reason: String,
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
+        /// Whether the server answered. When it did not (timeout, reset), it
+        /// may still have processed the request, e.g. rotated the refresh
+        /// token in an answer that was lost.
+        answered: bool,
     },
     /// Retrying cannot help until something changes: the grant is gone
     /// (`invalid_grant`) or the client is refused.
@@ -210,6 +230,7 @@ pub async fn request_token(
         .map_err(|e| TokenError::Transient {
             reason: describe_transport_error(&e),
             retry_after: None,
+            answered: false,
         })?;
     let status = response.status();
     let retry_after = response
@@ -223,6 +244,7 @@ pub async fn request_token(
             describe_transport_error(&e)
         ),
         retry_after,
+        answered: false,
     })?;
     if status.is_success() {
         return parse_tokens(&body, default_lifetime, now);
@@ -260,10 +282,12 @@ pub fn classify_error(status: u16, body: &[u8], retry_after: Option<Duration>) -
                 )
             ),
             retry_after,
+            answered: true,
         },
         None => TokenError::Transient {
             reason: format!("token endpoint answered {status}"),
             retry_after,
+            answered: true,
         },
     }
 }
@@ -278,6 +302,7 @@ pub fn parse_tokens(
         // serde_json's message names the position, never the content.
         reason: format!("token response is not the JSON RFC 6749 describes: {e}"),
         retry_after: None,
+        answered: true,
     })?;
     if let Some(t) = &raw.token_type
         && !t.eq_ignore_ascii_case("bearer")
@@ -292,6 +317,7 @@ pub fn parse_tokens(
         return Err(TokenError::Transient {
             reason: "token response holds an empty token or one with characters that cannot go in a header".into(),
             retry_after: None,
+            answered: true,
         });
     }
     let expires_in = raw.expires_in.as_ref().and_then(|v| match v {
@@ -311,6 +337,7 @@ pub fn parse_tokens(
     .ok_or_else(|| TokenError::Transient {
         reason: "token expiry is out of range".into(),
         retry_after: None,
+        answered: true,
     })?;
     Ok(Tokens {
         access_token: raw.access_token.into(),
@@ -403,10 +430,12 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, 
                 let body = r.bytes().await.map_err(|e| TokenError::Transient {
                     reason: format!("reading {url} failed: {}", describe_transport_error(&e)),
                     retry_after: None,
+                    answered: false,
                 })?;
                 return serde_json::from_slice(&body).map_err(|e| TokenError::Transient {
                     reason: format!("{url} is not an authorization server metadata document: {e}"),
                     retry_after: None,
+                    answered: true,
                 });
             }
             Ok(r) => last = Some(format!("{url} answered {}", r.status())),
@@ -417,6 +446,7 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, 
                         describe_transport_error(&e)
                     ),
                     retry_after: None,
+                    answered: false,
                 });
             }
         }
@@ -424,6 +454,7 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, 
     Err(TokenError::Transient {
         reason: last.unwrap_or_default(),
         retry_after: None,
+        answered: true,
     })
 }
 

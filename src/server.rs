@@ -13,12 +13,16 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::broker::{Broker, BrokerError, HeadersRequest, State};
+use secrecy::SecretString;
+
+use crate::broker::{Broker, BrokerError, Grant, HeadersRequest};
 use crate::clock;
 use crate::config::Daemon;
 use crate::peer::{Peer, PeerStream};
 use crate::proto;
+use crate::proto::admin_server::{Admin, AdminServer};
 use crate::proto::token_broker_server::{TokenBroker, TokenBrokerServer};
+use crate::token::{State, Token};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +150,13 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(TokenBrokerServer::new(BrokerService { broker }));
+        .add_service(AdminServer::new(AdminService {
+            broker: Arc::clone(&broker),
+        }))
+        .add_service(TokenBrokerServer::new(BrokerService {
+            broker,
+            shutdown: shutdown.clone(),
+        }));
 
     tracing::info!(socket = %socket.path.display(), "listening");
     let stopping = shutdown.clone();
@@ -191,10 +201,17 @@ fn incoming(listener: &UnixListener) -> impl Stream<Item = io::Result<PeerStream
     })
 }
 
+/// How long `GetHeaders` waits for a refresh when the caller set no
+/// deadline (`grpc-timeout`).
+const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
 /// Maps gRPC to the broker.
 #[derive(Debug)]
 struct BrokerService {
     broker: Arc<Broker>,
+    /// Ends open `WatchHeaders` streams when the daemon stops, so draining
+    /// does not wait for them.
+    shutdown: CancellationToken,
 }
 
 /// The caller's peer credentials; a request without them (not from our
@@ -206,6 +223,67 @@ fn peer<T>(req: &Request<T>) -> Result<Arc<Peer>, Status> {
         .ok_or_else(|| Status::permission_denied("caller's peer credentials are unknown"))
 }
 
+/// The caller's deadline from `grpc-timeout` (e.g. `500m`, `2S`), or
+/// [`DEFAULT_WAIT`].
+fn wait_for<T>(req: &Request<T>) -> Duration {
+    let parse = |v: &str| {
+        let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+        let n: u64 = digits.parse().ok()?;
+        Some(match unit {
+            "H" => Duration::from_secs(n.saturating_mul(3600)),
+            "M" => Duration::from_secs(n.saturating_mul(60)),
+            "S" => Duration::from_secs(n),
+            "m" => Duration::from_millis(n),
+            "u" => Duration::from_micros(n),
+            "n" => Duration::from_nanos(n),
+            _ => return None,
+        })
+    };
+    req.metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse)
+        .unwrap_or(DEFAULT_WAIT)
+}
+
+fn min_valid(d: Option<prost_types::Duration>) -> Result<Option<Duration>, Status> {
+    d.map(|d| {
+        Duration::try_from(d)
+            .map_err(|_| Status::invalid_argument("min_valid must be a non-negative duration"))
+    })
+    .transpose()
+}
+
+fn headers_request(
+    r: &proto::GetHeadersRequest,
+    min_valid: Option<Duration>,
+) -> HeadersRequest<'_> {
+    HeadersRequest {
+        credential: &r.credential,
+        act_as: &r.act_as,
+        required_scopes: &r.required_scopes,
+        min_valid,
+    }
+}
+
+fn response(grant: &Grant<'_>) -> proto::GetHeadersResponse {
+    proto::GetHeadersResponse {
+        headers: grant
+            .headers()
+            .map(|(name, value)| proto::Header {
+                name: name.to_owned(),
+                value: value.to_owned(),
+            })
+            .collect(),
+        expires_at: grant.token.expires_at.map(timestamp),
+        token_fingerprint: grant.token.fingerprint.clone(),
+        stale: grant.stale,
+    }
+}
+
+type HeaderStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<proto::GetHeadersResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl TokenBroker for BrokerService {
     async fn get_headers(
@@ -213,38 +291,17 @@ impl TokenBroker for BrokerService {
         req: Request<proto::GetHeadersRequest>,
     ) -> Result<Response<proto::GetHeadersResponse>, Status> {
         let peer = peer(&req)?;
+        let wait = wait_for(&req);
         let r = req.into_inner();
-        let min_valid = r
-            .min_valid
-            .map(|d| {
-                Duration::try_from(d).map_err(|_| {
-                    Status::invalid_argument("min_valid must be a non-negative duration")
-                })
-            })
-            .transpose()?;
-        let request = HeadersRequest {
-            credential: &r.credential,
-            act_as: &r.act_as,
-            required_scopes: &r.required_scopes,
-            min_valid,
-        };
+        let request = headers_request(&r, min_valid(r.min_valid)?);
         let audit = Audit {
             peer: &peer,
             request,
         };
-        match self.broker.get_headers(&peer, request, clock::now()) {
+        match self.broker.get_headers(&peer, request, wait).await {
             Ok(grant) => {
                 audit.record(tonic::Code::Ok);
-                Ok(Response::new(proto::GetHeadersResponse {
-                    headers: grant
-                        .headers()
-                        .map(|(name, value)| proto::Header {
-                            name: name.to_owned(),
-                            value: value.to_owned(),
-                        })
-                        .collect(),
-                    expires_at: grant.expires_at.map(timestamp),
-                }))
+                Ok(Response::new(response(&grant)))
             }
             Err(e) => {
                 let status = Status::from(e);
@@ -254,15 +311,100 @@ impl TokenBroker for BrokerService {
         }
     }
 
+    type WatchHeadersStream = HeaderStream;
+
+    async fn watch_headers(
+        &self,
+        req: Request<proto::GetHeadersRequest>,
+    ) -> Result<Response<HeaderStream>, Status> {
+        let peer = peer(&req)?;
+        let wait = wait_for(&req);
+        let r = req.into_inner();
+        let min_valid = min_valid(r.min_valid)?;
+        let broker = Arc::clone(&self.broker);
+        let mut rx = broker.watch(&peer, &r.credential)?;
+        // The first set, or the error, answers the call itself.
+        let first = {
+            let grant = broker
+                .get_headers(&peer, headers_request(&r, min_valid), wait)
+                .await;
+            Audit {
+                peer: &peer,
+                request: headers_request(&r, min_valid),
+            }
+            .record(
+                grant
+                    .as_ref()
+                    .map_or_else(code_of, |_| tonic::Code::Ok),
+            );
+            let grant = grant?;
+            (response(&grant), grant.token.generation)
+        };
+        let (tx, out) = tokio::sync::mpsc::channel(4);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let (first, mut sent) = first;
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("tokend is shutting down"))).await;
+                        return;
+                    }
+                    () = tx.closed() => return,
+                    changed = rx.changed() => if changed.is_err() {
+                        let _ = tx.send(Err(Status::not_found(format!(
+                            "credential `{}` was removed", r.credential
+                        )))).await;
+                        return;
+                    },
+                }
+                let next = match broker
+                    .get_headers(&peer, headers_request(&r, min_valid), wait)
+                    .await
+                {
+                    Ok(grant) if grant.token.generation == sent => continue,
+                    Ok(grant) => {
+                        sent = grant.token.generation;
+                        Ok(response(&grant))
+                    }
+                    // Refreshing is failing but may recover: keep watching.
+                    Err(BrokerError::Unavailable { .. }) => continue,
+                    Err(e) => Err(Status::from(e)),
+                };
+                let end = next.is_err();
+                if tx.send(next).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+
+    async fn invalidate(
+        &self,
+        req: Request<proto::InvalidateRequest>,
+    ) -> Result<Response<proto::InvalidateResponse>, Status> {
+        let peer = peer(&req)?;
+        let r = req.into_inner();
+        let refreshing = self
+            .broker
+            .invalidate(&peer, &r.credential, &r.token_fingerprint)?;
+        Ok(Response::new(proto::InvalidateResponse { refreshing }))
+    }
+
     async fn list_credentials(
         &self,
         req: Request<proto::ListCredentialsRequest>,
     ) -> Result<Response<proto::ListCredentialsResponse>, Status> {
         let peer = peer(&req)?;
-        let now = clock::now();
         let credentials = self
             .broker
-            .list(&peer, now)
+            .list(&peer, clock::now())
             .into_iter()
             .map(|s| proto::CredentialStatus {
                 name: s.name.to_string(),
@@ -271,22 +413,114 @@ impl TokenBroker for BrokerService {
                     .permission
                     .map(|p| p.as_str().to_owned())
                     .unwrap_or_default(),
-                state: match s.state {
-                    State::Fresh => proto::CredentialState::Fresh,
-                    State::Expired => proto::CredentialState::Expired,
-                } as i32,
+                state: proto_state(s.state) as i32,
                 expires_at: s.expires_at.map(timestamp),
-                scopes: s.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+                scopes: s.scopes,
                 owner: s.owner.unwrap_or_default(),
-                last_error: match s.state {
-                    State::Expired => "expired; rotate the token".to_owned(),
-                    State::Fresh => String::new(),
-                },
+                last_error: s.last_error.as_deref().unwrap_or_default().to_owned(),
+                last_refresh: s.last_refresh.map(timestamp),
+                next_refresh: s.next_refresh.map(timestamp),
             })
             .collect();
         Ok(Response::new(proto::ListCredentialsResponse {
             credentials,
         }))
+    }
+}
+
+fn proto_state(s: State) -> proto::CredentialState {
+    match s {
+        State::Fresh => proto::CredentialState::Fresh,
+        State::Refreshing => proto::CredentialState::Refreshing,
+        State::Stale => proto::CredentialState::Stale,
+        State::Expired => proto::CredentialState::Expired,
+        State::NeedsLogin => proto::CredentialState::NeedsLogin,
+        State::Misconfigured => proto::CredentialState::Misconfigured,
+    }
+}
+
+/// Operator actions, for admin callers only (checked by the broker).
+#[derive(Debug)]
+struct AdminService {
+    broker: Arc<Broker>,
+}
+
+fn refreshed(token: &Token) -> proto::RefreshResponse {
+    proto::RefreshResponse {
+        expires_at: token.expires_at.map(timestamp),
+        token_fingerprint: token.fingerprint.clone(),
+    }
+}
+
+fn from_timestamp(t: prost_types::Timestamp, field: &str) -> Result<jiff::Timestamp, Status> {
+    jiff::Timestamp::new(t.seconds, t.nanos)
+        .map_err(|_| Status::invalid_argument(format!("{field} is not a valid time")))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn refresh(
+        &self,
+        req: Request<proto::RefreshRequest>,
+    ) -> Result<Response<proto::RefreshResponse>, Status> {
+        let peer = peer(&req)?;
+        let r = req.into_inner();
+        let token = self.broker.refresh(&peer, &r.credential).await?;
+        tracing::info!(target: "audit", credential = %r.credential, uid = peer.uid, "admin refresh");
+        Ok(Response::new(refreshed(&token)))
+    }
+
+    async fn put_refresh_token(
+        &self,
+        req: Request<proto::PutRefreshTokenRequest>,
+    ) -> Result<Response<proto::RefreshResponse>, Status> {
+        let peer = peer(&req)?;
+        let r = req.into_inner();
+        let access = match (r.access_token.is_empty(), r.access_token_expires_at) {
+            (true, _) => None,
+            (false, Some(at)) => Some((
+                SecretString::from(r.access_token),
+                from_timestamp(at, "access_token_expires_at")?,
+            )),
+            (false, None) => {
+                return Err(Status::invalid_argument(
+                    "access_token needs access_token_expires_at",
+                ));
+            }
+        };
+        let token = self
+            .broker
+            .put_refresh_token(
+                &peer,
+                &r.credential,
+                SecretString::from(r.refresh_token),
+                access,
+            )
+            .await?;
+        tracing::info!(target: "audit", credential = %r.credential, uid = peer.uid, "refresh token stored");
+        Ok(Response::new(refreshed(&token)))
+    }
+
+    async fn import_secret(
+        &self,
+        req: Request<proto::ImportSecretRequest>,
+    ) -> Result<Response<proto::ImportSecretResponse>, Status> {
+        let peer = peer(&req)?;
+        let r = req.into_inner();
+        let expires_at = r
+            .expires_at
+            .map(|t| from_timestamp(t, "expires_at"))
+            .transpose()?;
+        self.broker
+            .import_secret(
+                &peer,
+                &r.credential,
+                SecretString::from(r.secret),
+                expires_at,
+            )
+            .await?;
+        tracing::info!(target: "audit", credential = %r.credential, uid = peer.uid, "secret imported");
+        Ok(Response::new(proto::ImportSecretResponse {}))
     }
 }
 
@@ -321,20 +555,34 @@ fn timestamp(t: jiff::Timestamp) -> prost_types::Timestamp {
     }
 }
 
+/// The gRPC code for each broker error: the one mapping (DESIGN §5).
+fn code_of(e: &BrokerError) -> tonic::Code {
+    use BrokerError as E;
+    use tonic::Code;
+    match e {
+        E::NotFound { .. } => Code::NotFound,
+        E::CallerDenied { .. } | E::ActAsDenied { .. } | E::NotAdmin { .. } => {
+            Code::PermissionDenied
+        }
+        E::ActAsRequired { .. }
+        | E::ActAsRefused { .. }
+        | E::ActAsInvalid { .. }
+        | E::UnknownScope { .. }
+        | E::InvalidInput(_) => Code::InvalidArgument,
+        E::MissingScopes { .. }
+        | E::Expired { .. }
+        | E::ExpiresTooSoon { .. }
+        | E::NotImported { .. }
+        | E::NeedsLogin { .. }
+        | E::Misconfigured { .. }
+        | E::WrongKind { .. } => Code::FailedPrecondition,
+        E::Unavailable { .. } => Code::Unavailable,
+        E::Store(_) => Code::Internal,
+    }
+}
+
 impl From<BrokerError> for Status {
     fn from(e: BrokerError) -> Self {
-        use BrokerError as E;
-        let code = match &e {
-            E::NotFound { .. } => tonic::Code::NotFound,
-            E::CallerDenied { .. } | E::ActAsDenied { .. } => tonic::Code::PermissionDenied,
-            E::ActAsRequired { .. }
-            | E::ActAsRefused { .. }
-            | E::ActAsInvalid { .. }
-            | E::UnknownScope { .. } => tonic::Code::InvalidArgument,
-            E::MissingScopes { .. } | E::Expired { .. } | E::ExpiresTooSoon { .. } => {
-                tonic::Code::FailedPrecondition
-            }
-        };
-        Self::new(code, e.to_string())
+        Self::new(code_of(&e), e.to_string())
     }
 }

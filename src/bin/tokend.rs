@@ -4,12 +4,10 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tokend::broker::Broker;
-use tokend::{config, server};
+use tokend::{config, daemon, refresh};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -84,9 +82,6 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(config: config::Config) -> anyhow::Result<()> {
-    let daemon = config.daemon.clone();
-    let broker = Arc::new(Broker::new(config));
-    let socket = server::bind(&daemon)?;
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -99,8 +94,12 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         tracing::info!(signal = name, "stopping");
         stop.cancel();
     });
-    tracing::info!(credentials = broker.len(), "tokend started");
-    server::serve(broker, socket, shutdown, daemon.shutdown_timeout).await?;
+    let settings = refresh::Settings {
+        max_backoff: config.daemon.max_backoff,
+        crash_after_token_response: std::env::var_os("TOKEND_TEST_CRASH_AFTER_TOKEN_RESPONSE")
+            .is_some(),
+    };
+    daemon::run(config, settings, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
