@@ -487,6 +487,13 @@ impl Driver {
                     ),
                 };
                 self.stop(State::NeedsLogin, message);
+                // The grant is gone, and its access tokens with it (servers
+                // revoke them together): stop handing this one out.
+                self.publish.send_modify(|s| {
+                    let mut next = Snapshot::clone(s);
+                    next.token = None;
+                    *s = Arc::new(next);
+                });
             }
             TokenError::Permanent { .. } => {
                 let message = format!(

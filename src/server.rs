@@ -332,11 +332,7 @@ impl TokenBroker for BrokerService {
                 peer: &peer,
                 request: headers_request(&r, min_valid),
             }
-            .record(
-                grant
-                    .as_ref()
-                    .map_or_else(code_of, |_| tonic::Code::Ok),
-            );
+            .record(grant.as_ref().map_or_else(code_of, |_| tonic::Code::Ok));
             let grant = grant?;
             (response(&grant), grant.token.generation)
         };

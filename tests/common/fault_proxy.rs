@@ -32,7 +32,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +50,9 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 pub enum Mode {
     /// Forward to upstream and relay the response.
     Pass,
+    /// Like `Pass`, after holding the request this long: a slow server, so
+    /// callers pile up behind one in-flight request.
+    Delay(Duration),
     /// Answer with this status and a small JSON error body, without
     /// contacting upstream. The body's `error` is `temporarily_unavailable`
     /// for 5xx, `invalid_client` for 401, `invalid_request` for other 4xx,
@@ -240,7 +243,7 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Shared)
                 tokio::spawn(serve_client(stream, upstream, Arc::clone(&state)));
             }
             // E.g. EMFILE: back off briefly rather than spin.
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }
@@ -585,10 +588,15 @@ async fn serve_client(stream: TcpStream, upstream: SocketAddr, state: Shared) {
         };
 
         let response = match mode {
-            Mode::Pass => match forward(upstream, &method, &path, &head, &body, close).await {
-                Ok(response) => response,
-                Err(_) => simple_response(502, &[], "{\"error\":\"bad_gateway\"}", close),
-            },
+            Mode::Pass | Mode::Delay(_) => {
+                if let Mode::Delay(d) = mode {
+                    tokio::time::sleep(d).await;
+                }
+                match forward(upstream, &method, &path, &head, &body, close).await {
+                    Ok(response) => response,
+                    Err(_) => simple_response(502, &[], "{\"error\":\"bad_gateway\"}", close),
+                }
+            }
             Mode::Status(status) => simple_response(status, &[], &error_body(status), close),
             Mode::TooManyRequests { retry_after_secs } => simple_response(
                 429,

@@ -3,12 +3,16 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod fault_proxy;
+pub mod oidc;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tokend::proto::admin_client::AdminClient;
 use tokend::proto::token_broker_client::TokenBrokerClient;
 use tonic::transport::Channel;
 
@@ -71,6 +75,27 @@ impl Workdir {
         self.tokenctl_cmd(args).output().expect("run tokenctl")
     }
 
+    /// A `[store]` table: the store and a fresh private 32-byte key in this
+    /// directory.
+    pub fn store_section(&self) -> String {
+        let key = self.path().join("store.key");
+        if !key.exists() {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).unwrap();
+            std::fs::write(&key, bytes).unwrap();
+            set_mode(&key, 0o600);
+        }
+        format!(
+            "[store]\npath = \"{}\"\nkey_file = \"{}\"\n",
+            self.store_path().display(),
+            key.display()
+        )
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.path().join("state/store.redb")
+    }
+
     pub fn tokenctl_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.path().join("tokenctl"));
         cmd.arg("--socket").arg(self.socket()).args(args);
@@ -100,10 +125,15 @@ impl Daemon {
     /// Starts `tokend` on `work`'s config and waits until its socket accepts
     /// connections.
     pub fn start(work: &Workdir) -> Self {
+        Self::start_env(work, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_env(work: &Workdir, env: &[(&str, &str)]) -> Self {
         static STARTS: AtomicUsize = AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = work.path().join(format!("tokend-{n}.log"));
-        let child = spawn_tokend(&work.config_path(), &log);
+        let child = spawn_tokend(&work.config_path(), &log, env);
         let mut daemon = Self {
             child: Some(child),
             log,
@@ -177,6 +207,14 @@ impl Daemon {
             .await
             .expect("connect to tokend")
     }
+
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(
+            tokend::client::channel(&self.socket)
+                .await
+                .expect("connect to tokend"),
+        )
+    }
 }
 
 impl Drop for Daemon {
@@ -193,11 +231,12 @@ impl Drop for Daemon {
 
 /// Starts `tokend --config CONFIG` with all output to `log`, logging at the
 /// most verbose level tokend has, so the canary check covers every log line.
-pub fn spawn_tokend(config: &Path, log: &Path) -> Child {
+pub fn spawn_tokend(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     let out = std::fs::File::create(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_tokend"))
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .env("TOKEND_LOG", "trace")
         .env_remove("TOKEND_SOCKET")
         .env_remove("CREDENTIALS_DIRECTORY")
