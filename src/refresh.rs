@@ -321,7 +321,11 @@ impl Driver {
     /// One refresh attempt, with its outcome published.
     async fn refresh(&mut self) {
         let now = clock::now();
-        self.set_state(State::Refreshing, None);
+        // A retry after failures stays `Stale`: that is what a person
+        // needs to see, not the attempt flickering by.
+        if self.failures == 0 {
+            self.set_refreshing();
+        }
         let endpoint = match self.endpoint().await {
             Ok(e) => e,
             Err(e) => return self.failed(e, now),
@@ -556,16 +560,14 @@ impl Driver {
         });
     }
 
-    fn set_state(&self, state: State, error: Option<String>) {
+    /// Marks a refresh in progress; the current token stays served.
+    fn set_refreshing(&self) {
         self.publish.send_if_modified(|s| {
-            if s.state == state && error.is_none() {
+            if s.state == State::Refreshing {
                 return false;
             }
             let mut next = Snapshot::clone(s);
-            next.state = state;
-            if let Some(e) = &error {
-                next.last_error = Some(e.as_str().into());
-            }
+            next.state = State::Refreshing;
             *s = Arc::new(next);
             true
         });
