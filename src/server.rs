@@ -223,7 +223,9 @@ fn peer<T>(req: &Request<T>) -> Result<Arc<Peer>, Status> {
         .ok_or_else(|| Status::permission_denied("caller's peer credentials are unknown"))
 }
 
-/// The caller's deadline from `grpc-timeout` (e.g. `500m`, `2S`), or
+/// How long to wait for a refresh: the caller's deadline from
+/// `grpc-timeout` (e.g. `500m`, `2S`) less a tenth, so the caller receives
+/// our answer (and its reason) rather than its own timeout; else
 /// [`DEFAULT_WAIT`].
 fn wait_for<T>(req: &Request<T>) -> Duration {
     let parse = |v: &str| {
@@ -243,7 +245,7 @@ fn wait_for<T>(req: &Request<T>) -> Duration {
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse)
-        .unwrap_or(DEFAULT_WAIT)
+        .map_or(DEFAULT_WAIT, |d| d - d / 10)
 }
 
 fn min_valid(d: Option<prost_types::Duration>) -> Result<Option<Duration>, Status> {

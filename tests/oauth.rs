@@ -837,3 +837,50 @@ async fn many_reports_of_one_rejected_token_cause_one_refresh() {
         .into_inner();
     assert_eq!(now.token_fingerprint, new);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stale_hands_out_a_still_valid_token_only_where_allowed() {
+    common::require_root();
+    let work = Workdir::new();
+    common::write_secret(&work.path().join("client-secret-basic"), BASIC_CLIENT.1);
+    let server = OidcServer::start(4, &work.path().join("oidc.log"));
+    let proxy = FaultProxy::start(server.addr());
+    let endpoint = format!("{}/token", proxy.url());
+    let lenient = cc_credential("lenient", &endpoint, "3s").replace(
+        "min_valid = \"3s\"",
+        "min_valid = \"3s\"\nserve_stale = true",
+    );
+    let strict = cc_credential("strict", &endpoint, "3s");
+    work.write_config(
+        "",
+        &format!("{}\n{lenient}\n{strict}", work.store_section()),
+    );
+    let daemon = Daemon::start(&work);
+    let mut c = daemon.client().await;
+    let first = c.get_headers(get("lenient")).await.unwrap().into_inner();
+    c.get_headers(get("strict")).await.unwrap();
+    proxy.set_mode_for("/token", Mode::Status(503));
+    // Each token lives 4 s and must have 3 s left: from 1 s on, only a
+    // refresh could satisfy min_valid, and every refresh now fails.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let r = c
+        .get_headers(get("lenient"))
+        .await
+        .expect("stale but valid")
+        .into_inner();
+    assert!(r.stale, "flagged stale");
+    assert_eq!(r.token_fingerprint, first.token_fingerprint);
+    let left = seconds_left(&r);
+    assert!(left > 0.0 && left < 3.0, "{left}");
+    let mut req = tonic::Request::new(get("strict"));
+    req.set_timeout(Duration::from_millis(500));
+    let e = c.get_headers(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("refresh failing"), "{}", e.message());
+    // Past expiry not even the lenient credential serves it.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let mut req = tonic::Request::new(get("lenient"));
+    req.set_timeout(Duration::from_millis(300));
+    let e = c.get_headers(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+}

@@ -7,9 +7,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
 use tokend::client::{self, ConnectError};
 use tokend::config::DEFAULT_SOCKET;
-use tokend::proto::{self, CredentialState, GetHeadersRequest, ListCredentialsRequest};
+use tokend::proto::admin_client::AdminClient;
+use tokend::proto::token_broker_client::TokenBrokerClient;
+use tokend::proto::{
+    self, CredentialState, GetHeadersRequest, ImportSecretRequest, ListCredentialsRequest,
+    RefreshRequest,
+};
 use tonic::Code;
 
 /// Exit statuses, so scripts can tell failures apart.
@@ -59,6 +65,20 @@ enum Command {
         /// Print JSON (the only format; accepted for clarity in scripts).
         #[arg(long)]
         json: bool,
+    },
+    /// Refresh an OAuth credential now and print its new expiry (admins).
+    Refresh {
+        /// Credential name.
+        name: String,
+    },
+    /// Store a Glean token's secret, read from stdin, for a credential with
+    /// `secret = { store = true }` (admins). Takes effect at once.
+    Import {
+        /// Credential name.
+        name: String,
+        /// When the token expires, as chosen at creation (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<jiff::Timestamp>,
     },
 }
 
@@ -122,7 +142,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let mut client = client::connect(&cli.socket).await?;
+    let channel = client::channel(&cli.socket).await?;
+    let mut client = TokenBrokerClient::new(channel.clone());
     match cli.command {
         Command::Status { json } => {
             let list = client
@@ -163,8 +184,64 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "expires_at": resp.expires_at.as_ref().map(rfc3339),
             }));
         }
+        Command::Refresh { name } => {
+            let resp = AdminClient::new(channel)
+                .refresh(RefreshRequest {
+                    credential: name.clone(),
+                })
+                .await?
+                .into_inner();
+            let at = resp.expires_at.as_ref();
+            let line = format!(
+                "{name}: refreshed; expires at {} (in {})\n",
+                at.map_or_else(|| "never".into(), rfc3339),
+                expires_in(at)
+            );
+            write_stdout(line.as_bytes());
+        }
+        Command::Import { name, expires_at } => {
+            let secret = read_secret(&name).map_err(|e| {
+                Failure::Call(tonic::Status::invalid_argument(format!(
+                    "cannot read the secret from stdin: {e}"
+                )))
+            })?;
+            AdminClient::new(channel)
+                .import_secret(ImportSecretRequest {
+                    credential: name.clone(),
+                    secret: secret.expose_secret().to_owned(),
+                    expires_at: expires_at.map(|t| prost_types::Timestamp {
+                        seconds: t.as_second(),
+                        nanos: t.subsec_nanosecond(),
+                    }),
+                })
+                .await?;
+            write_stdout(format!("{name}: secret imported; served from now on\n").as_bytes());
+        }
     }
     Ok(())
+}
+
+/// The secret from stdin: one line, without echo when stdin is a terminal
+/// (never from argv, where other users could see it in `ps`).
+fn read_secret(name: &str) -> std::io::Result<SecretString> {
+    use nix::sys::termios;
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    let mut line = zeroize::Zeroizing::new(String::new());
+    if stdin.is_terminal() {
+        eprint!("secret for {name} (input hidden): ");
+        let saved = termios::tcgetattr(&stdin)?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(termios::LocalFlags::ECHO);
+        termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &quiet)?;
+        let read = stdin.lock().read_line(&mut line);
+        termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &saved)?;
+        eprintln!();
+        read?;
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    Ok(SecretString::from(line.trim()))
 }
 
 impl Fetch {
