@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 use crate::clock;
 use crate::credential::{Credential, Kind, OAuthCredential, OAuthGrant, Schedule};
 use crate::oauth::{self, TokenError};
-use crate::store::{Record, Store};
+use crate::store::{Durability, Record, Store};
 use crate::token::{Snapshot, State, Token};
 
 /// Settings shared by every driver.
@@ -604,12 +604,17 @@ impl Driver {
         Ok(metadata.token_endpoint)
     }
 
-    /// Commits `record` to disk (fsync) before returning.
+    /// Refresh-token state is fsync'd; a client-credentials token is only a
+    /// cache (losing it costs one request), so it skips the fsync.
     async fn persist(&mut self, record: Record) -> Result<(), crate::store::StoreError> {
         let store = Arc::clone(&self.store);
         let name = self.credential.name.to_string();
         let to_store = record.clone();
-        tokio::task::spawn_blocking(move || store.put(&name, &to_store))
+        let durability = match self.oauth().grant {
+            OAuthGrant::RefreshToken => Durability::Immediate,
+            OAuthGrant::ClientCredentials => Durability::Cached,
+        };
+        tokio::task::spawn_blocking(move || store.put_with(&name, &to_store, durability))
             .await
             .map_err(|e| crate::store::StoreError::Database {
                 path: "(store task)".into(),

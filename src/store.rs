@@ -173,6 +173,17 @@ fn check_private(file: &std::fs::File, what: &'static str, path: &Path) -> Resul
 /// A secret string in a record, wiped from memory when dropped.
 pub type Secret = Zeroizing<String>;
 
+/// How hard a write insists on reaching the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync'd before the write returns.
+    Immediate,
+    /// Committed without fsync: readable at once, but a crash before the
+    /// next durable commit rolls it back (redb recovers to the last durable
+    /// commit).
+    Cached,
+}
+
 /// What is kept for one credential. Fields a kind does not use stay `None`.
 /// Secrets are wiped from memory on drop and never shown by `Debug`.
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -315,6 +326,19 @@ impl Store {
     /// Replaces the record for `name` and waits until it is on disk (redb's
     /// immediate durability: fsync before `commit` returns). Blocking.
     pub fn put(&self, name: &str, record: &Record) -> Result<(), StoreError> {
+        self.put_with(name, record, Durability::Immediate)
+    }
+
+    /// Replaces the record for `name`. With [`Durability::Cached`] the
+    /// commit skips the fsync: for records whose loss in a crash costs only
+    /// a token request (a cached client-credentials token), not a login.
+    /// The next durable commit makes it durable too. Blocking.
+    pub fn put_with(
+        &self,
+        name: &str,
+        record: &Record,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         let plain =
             Zeroizing::new(
                 serde_json::to_vec(record).map_err(|e| StoreError::Database {
@@ -323,7 +347,9 @@ impl Store {
                 })?,
             );
         let sealed = self.seal(name, &plain);
-        self.write(RECORDS, |t| t.insert(name, sealed.as_slice()).map(drop))
+        self.write_with(RECORDS, durability, |t| {
+            t.insert(name, sealed.as_slice()).map(drop)
+        })
     }
 
     /// Removes the record for `name`. Blocking.
@@ -337,8 +363,21 @@ impl Store {
         table: TableDefinition<&str, &[u8]>,
         change: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<(), redb::StorageError>,
     ) -> Result<(), StoreError> {
+        self.write_with(table, Durability::Immediate, change)
+    }
+
+    fn write_with(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        durability: Durability,
+        change: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<(), redb::StorageError>,
+    ) -> Result<(), StoreError> {
         let err = |e: &dyn std::fmt::Display| db_error(&self.path, e);
-        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        if durability == Durability::Cached {
+            tx.set_durability(redb::Durability::None)
+                .map_err(|e| err(&e))?;
+        }
         {
             let mut t = tx.open_table(table).map_err(|e| err(&e))?;
             change(&mut t).map_err(|e| err(&e))?;

