@@ -243,42 +243,34 @@ impl Broker {
         for credential in config.credentials {
             let credential = Arc::new(credential);
             let name = Arc::clone(&credential.name);
-            let (snapshot, driver) = match &credential.kind {
-                Kind::Glean(g) => (glean_snapshot(&name, g, services.store.as_deref())?, None),
+            let store = services.store.as_ref();
+            let (current, driver) = match &credential.kind {
+                Kind::Glean(g) => {
+                    let (tx, _) = watch::channel(Arc::new(glean_snapshot(&name, g, store)?));
+                    (tx, None)
+                }
                 Kind::OAuth(_) => {
-                    let store = services.store.clone().ok_or_else(|| {
+                    let store = store.ok_or_else(|| {
                         BrokerError::InvalidInput("OAuth credentials need the store".into())
                     })?;
                     let (tx, _) = watch::channel(Arc::new(Snapshot::new(State::Refreshing)));
                     let (driver, handle) = Driver::new(
                         Arc::clone(&credential),
                         tx.clone(),
-                        store,
+                        Arc::clone(store),
                         services.http.clone(),
                         services.refresh.clone(),
                     );
                     drivers.push(driver);
-                    slots.insert(
-                        Arc::clone(&name),
-                        Slot {
-                            credential,
-                            current: tx,
-                            driver: Some(handle),
-                        },
-                    );
-                    names.push(name);
-                    continue;
+                    (tx, Some(handle))
                 }
             };
-            let (tx, _) = watch::channel(Arc::new(snapshot));
-            slots.insert(
-                Arc::clone(&name),
-                Slot {
-                    credential,
-                    current: tx,
-                    driver,
-                },
-            );
+            let slot = Slot {
+                credential,
+                current,
+                driver,
+            };
+            slots.insert(Arc::clone(&name), slot);
             names.push(name);
         }
         names.sort();
@@ -724,7 +716,7 @@ impl Broker {
 fn glean_snapshot(
     name: &str,
     g: &GleanToken,
-    store: Option<&Store>,
+    store: Option<&Arc<Store>>,
 ) -> Result<Snapshot, BrokerError> {
     let now = clock::now();
     let token = match &g.secret {

@@ -187,11 +187,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         path: raw.store.path.unwrap_or_else(|| DEFAULT_STORE.into()),
         key_file: raw.store.key_file,
     };
+    // Byte offsets, turned into line numbers only for an error: computing a
+    // line scans the text, which for every credential would be quadratic.
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut credentials = Vec::with_capacity(raw.credential.len());
     for c in raw.credential {
         let name = c.name.get_ref().clone();
-        if let Some(line) = seen.get(&name) {
+        if let Some(&offset) = seen.get(&name) {
+            let line = cx.position(offset).0;
             cx.problem(
                 c.name.span(),
                 &format!("credential.{name}.name"),
@@ -199,7 +202,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             );
             continue;
         }
-        seen.insert(name, cx.position(c.name.span().start).0);
+        seen.insert(name, c.name.span().start);
         if let Some(c) = cx.credential(c) {
             credentials.push(c);
         }
