@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::credential::{Admins, Credential, GleanSecret, GleanToken, Kind};
 use crate::glean::{self, Permission, Scope, ScopeSet};
 use crate::peer::Peer;
-use crate::refresh::{self, Command, Driver, Handle};
+use crate::refresh::{self, Command, Driver, Handle, LoginInfo};
 use crate::store::{Record, Store, StoreError};
 use crate::token::{Snapshot, State, Token};
 
@@ -198,6 +198,7 @@ pub struct Status {
     pub expires_at: Option<Timestamp>,
     pub scopes: Vec<String>,
     pub owner: Option<String>,
+    pub instance: Option<String>,
     pub last_error: Option<Arc<str>>,
     pub last_refresh: Option<Timestamp>,
     pub next_refresh: Option<Timestamp>,
@@ -570,13 +571,52 @@ impl Broker {
         self.ask(slot, driver, cmd, answer).await
     }
 
-    async fn ask(
+    /// What a login for `name` needs (admin only); checks the issuer.
+    pub async fn begin_login(&self, peer: &Peer, name: &str) -> Result<LoginInfo, BrokerError> {
+        let slot = self.admin_slot(peer, name, "log credentials in")?;
+        let driver = self.driver(slot, "it is not an OAuth credential")?;
+        let (reply, answer) = oneshot::channel();
+        self.ask(slot, driver, Command::BeginLogin { reply }, answer)
+            .await
+    }
+
+    /// Exchanges a login's authorization code and stores the tokens.
+    pub async fn complete_login(
+        &self,
+        peer: &Peer,
+        name: &str,
+        code: secrecy::SecretString,
+        verifier: secrecy::SecretString,
+        redirect_uri: String,
+    ) -> Result<Arc<Token>, BrokerError> {
+        let slot = self.admin_slot(peer, name, "log credentials in")?;
+        let driver = self.driver(slot, "it is not an OAuth credential")?;
+        let (reply, answer) = oneshot::channel();
+        let cmd = Command::CompleteLogin {
+            code,
+            verifier,
+            redirect_uri,
+            reply,
+        };
+        self.ask(slot, driver, cmd, answer).await
+    }
+
+    /// Forgets `name`'s refresh token, revoking it first if asked.
+    pub async fn logout(&self, peer: &Peer, name: &str, revoke: bool) -> Result<bool, BrokerError> {
+        let slot = self.admin_slot(peer, name, "log credentials out")?;
+        let driver = self.driver(slot, "it is not an OAuth credential")?;
+        let (reply, answer) = oneshot::channel();
+        self.ask(slot, driver, Command::Logout { revoke, reply }, answer)
+            .await
+    }
+
+    async fn ask<T>(
         &self,
         slot: &Slot,
         driver: &Handle,
         cmd: Command,
-        answer: oneshot::Receiver<Result<Arc<Token>, String>>,
-    ) -> Result<Arc<Token>, BrokerError> {
+        answer: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, BrokerError> {
         let name = || Arc::clone(&slot.credential.name);
         let gone = || BrokerError::Unavailable {
             name: name(),
@@ -679,13 +719,14 @@ impl Broker {
             .map(|s| {
                 let c = &s.credential;
                 let snap = Arc::clone(&s.current.borrow());
-                let (permission, scopes, owner) = match &c.kind {
+                let (permission, scopes, owner, instance) = match &c.kind {
                     Kind::Glean(g) => (
                         Some(g.permission),
                         g.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
                         g.owner.clone(),
+                        g.instance.clone(),
                     ),
-                    Kind::OAuth(o) => (None, o.client.scopes.clone(), None),
+                    Kind::OAuth(o) => (None, o.client.scopes.clone(), None, None),
                 };
                 let state = snap.state_at(now);
                 let last_error = match (state, &snap.last_error, &c.kind) {
@@ -702,6 +743,7 @@ impl Broker {
                     expires_at: snap.token.as_ref().and_then(|t| t.expires_at),
                     scopes,
                     owner,
+                    instance,
                     last_error,
                     last_refresh: snap.last_refresh,
                     next_refresh: snap.next_refresh,

@@ -42,6 +42,9 @@ pub const STORE_KEY_CREDENTIAL: &str = "tokend-store-key";
 /// between 1/2 and 2/3 of the lifetime, as SPIRE and Vault Agent do.
 const DEFAULT_REFRESH_FRACTION: f64 = 1.0 / 3.0;
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Where `tokenctl login` listens for the authorization server's redirect
+/// unless the credential says otherwise (Glean's documented loopback URI).
+pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1:9090/oauth/callback";
 
 /// A validated config.
 #[derive(Debug)]
@@ -277,6 +280,8 @@ struct RawCredential {
     refresh_before: Option<Spanned<String>>,
     refresh_fraction: Option<Spanned<f64>>,
     default_lifetime: Option<Spanned<String>>,
+    redirect_uri: Option<Spanned<String>>,
+    instance: Option<Spanned<String>>,
 }
 
 impl RawCredential {
@@ -325,6 +330,11 @@ impl RawCredential {
                 "default_lifetime",
                 self.default_lifetime.as_ref().map(Spanned::span),
             ),
+            span(
+                "redirect_uri",
+                self.redirect_uri.as_ref().map(Spanned::span),
+            ),
+            span("instance", self.instance.as_ref().map(Spanned::span)),
         ]
         .into_iter()
         .flatten()
@@ -543,7 +553,7 @@ impl Context<'_> {
         self.only_fields(
             raw,
             "glean_token",
-            &["permission", "expires_at", "owner", "secret"],
+            &["permission", "expires_at", "owner", "secret", "instance"],
             field,
         );
         let permission = match &raw.permission {
@@ -652,6 +662,22 @@ impl Context<'_> {
                 "only global tokens act as other users; remove act_as or fix the permission".into(),
             );
         }
+        let instance = raw.instance.as_ref().and_then(|u| {
+            let ok = reqwest::Url::parse(u.get_ref())
+                .is_ok_and(|url| matches!(url.scheme(), "https" | "http"));
+            if !ok {
+                self.problem(
+                    u.span(),
+                    &field("instance"),
+                    format!(
+                        "`{}` is not an http(s) URL; write the backend's address, e.g. \
+                         \"https://acme-be.glean.com\"",
+                        u.get_ref()
+                    ),
+                );
+            }
+            ok.then(|| u.get_ref().trim_end_matches('/').to_owned())
+        });
         let secret = match raw.secret.as_ref().map(|s| (s, s.get_ref())) {
             Some((_, RawSecret::Store(true))) => Some(GleanSecret::Stored),
             Some((s, RawSecret::Store(false))) => {
@@ -673,6 +699,7 @@ impl Context<'_> {
             scopes,
             expires_at,
             owner,
+            instance,
             secret: secret?,
         })
     }
@@ -757,26 +784,24 @@ impl Context<'_> {
         field: &dyn Fn(&str) -> String,
     ) -> Option<OAuthCredential> {
         let kind = raw.kind.get_ref().as_str();
-        self.only_fields(
-            raw,
-            kind,
-            &[
-                "issuer",
-                "token_endpoint",
-                "client_id",
-                "client_secret",
-                "auth_method",
-                "extra_params",
-                "extra_headers",
-                "refresh_token_lifetime",
-                "serve_stale",
-                "refresh_before",
-                "refresh_fraction",
-                "default_lifetime",
-                "owner",
-            ],
-            field,
-        );
+        let mut allowed = vec![
+            "issuer",
+            "token_endpoint",
+            "client_id",
+            "client_secret",
+            "auth_method",
+            "extra_params",
+            "extra_headers",
+            "serve_stale",
+            "refresh_before",
+            "refresh_fraction",
+            "default_lifetime",
+            "owner",
+        ];
+        if grant == OAuthGrant::RefreshToken {
+            allowed.extend(["redirect_uri", "refresh_token_lifetime"]);
+        }
+        self.only_fields(raw, kind, &allowed, field);
         let at = raw.kind.span();
         let mut url = |v: &Option<Spanned<String>>, name: &str| {
             v.as_ref().and_then(|u| {
@@ -795,6 +820,8 @@ impl Context<'_> {
         };
         let issuer = url(&raw.issuer, "issuer");
         let token_endpoint = url(&raw.token_endpoint, "token_endpoint");
+        let redirect_uri = url(&raw.redirect_uri, "redirect_uri")
+            .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned());
         if raw.issuer.is_none() && raw.token_endpoint.is_none() {
             self.problem(
                 at.clone(),
@@ -839,7 +866,7 @@ impl Context<'_> {
                 None
             }
             (_, s) => self
-                .secret(s.as_ref(), at.clone(), &field("client_secret"))
+                .secret(s.as_ref(), at, &field("client_secret"))
                 .map(|(_, secret)| secret),
         };
         let scopes = raw
@@ -914,17 +941,11 @@ impl Context<'_> {
                 DEFAULT_REFRESH_FRACTION
             }
         };
-        if grant == OAuthGrant::ClientCredentials && raw.refresh_token_lifetime.is_some() {
-            self.problem(
-                at,
-                &field("refresh_token_lifetime"),
-                "client credentials have no refresh token; remove it".into(),
-            );
-        }
         Some(OAuthCredential {
             grant,
             issuer,
             token_endpoint,
+            redirect_uri,
             client: oauth::Client {
                 client_id: client_id?,
                 client_secret,

@@ -56,6 +56,8 @@ pub struct GleanToken {
     pub expires_at: Option<Timestamp>,
     /// Whom to ask when it must be rotated.
     pub owner: Option<String>,
+    /// The Glean backend it is for, e.g. `https://acme-be.glean.com`.
+    pub instance: Option<String>,
     pub secret: GleanSecret,
 }
 
@@ -87,6 +89,8 @@ pub struct OAuthCredential {
     /// Discovery base (RFC 8414), used when `token_endpoint` is absent.
     pub issuer: Option<String>,
     pub token_endpoint: Option<String>,
+    /// Where `tokenctl login` receives the authorization code.
+    pub redirect_uri: String,
     pub client: oauth::Client,
     /// Sent after `Authorization`, e.g. `X-Glean-Auth-Type: OAUTH`.
     pub extra_headers: Vec<(String, String)>,

@@ -16,12 +16,14 @@
 //! - `src/bin/tokend.rs`, `src/bin/tokenctl.rs`: thin binaries over the above.
 
 pub mod broker;
+pub mod check;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod daemon;
 pub mod glean;
+pub mod login;
 pub mod oauth;
 pub mod peer;
 pub mod refresh;

@@ -202,27 +202,7 @@ pub async fn request_token(
     for (k, v) in &client.extra_params {
         form.push((k, v));
     }
-    let mut req = http.post(endpoint).header("Accept", "application/json");
-    match (client.auth_method, &client.client_secret) {
-        (AuthMethod::ClientSecretBasic, Some(secret)) => {
-            // RFC 6749 §2.3.1: both parts are form-urlencoded before Basic.
-            let user = form_urlencode(&client.client_id);
-            let pass = form_urlencode(secret.expose_secret());
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-            let mut value = reqwest::header::HeaderValue::try_from(format!("Basic {basic}"))
-                .map_err(|_| TokenError::Permanent {
-                    code: "invalid_client".into(),
-                    description: Some("client credentials cannot be sent in a header".into()),
-                })?;
-            value.set_sensitive(true);
-            req = req.header(reqwest::header::AUTHORIZATION, value);
-        }
-        (AuthMethod::ClientSecretPost, Some(secret)) => {
-            form.push(("client_id", &client.client_id));
-            form.push(("client_secret", secret.expose_secret()));
-        }
-        _ => form.push(("client_id", &client.client_id)),
-    }
+    let req = authenticate(http.post(endpoint), &mut form, client)?;
     let response = req
         .form(&form)
         .send()
@@ -250,6 +230,65 @@ pub async fn request_token(
         return parse_tokens(&body, default_lifetime, now);
     }
     Err(classify_error(status.as_u16(), &body, retry_after))
+}
+
+/// Adds the client's authentication (RFC 6749 §2.3.1) to a request to the
+/// token or revocation endpoint: Basic header, or form fields.
+fn authenticate<'a>(
+    req: reqwest::RequestBuilder,
+    form: &mut Vec<(&'a str, &'a str)>,
+    client: &'a Client,
+) -> Result<reqwest::RequestBuilder, TokenError> {
+    let req = req.header("Accept", "application/json");
+    match (client.auth_method, &client.client_secret) {
+        (AuthMethod::ClientSecretBasic, Some(secret)) => {
+            // Both parts are form-urlencoded before Basic (§2.3.1).
+            let user = form_urlencode(&client.client_id);
+            let pass = form_urlencode(secret.expose_secret());
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let mut value = reqwest::header::HeaderValue::try_from(format!("Basic {basic}"))
+                .map_err(|_| TokenError::Permanent {
+                    code: "invalid_client".into(),
+                    description: Some("client credentials cannot be sent in a header".into()),
+                })?;
+            value.set_sensitive(true);
+            return Ok(req.header(reqwest::header::AUTHORIZATION, value));
+        }
+        (AuthMethod::ClientSecretPost, Some(secret)) => {
+            form.push(("client_id", &client.client_id));
+            form.push(("client_secret", secret.expose_secret()));
+        }
+        _ => form.push(("client_id", &client.client_id)),
+    }
+    Ok(req)
+}
+
+/// Revokes `token` at a revocation endpoint (RFC 7009). A 200 means the
+/// token is gone (or was already invalid).
+pub async fn revoke(
+    http: &reqwest::Client,
+    endpoint: &str,
+    client: &Client,
+    token: &SecretString,
+    hint: &str,
+) -> Result<(), TokenError> {
+    let mut form = vec![("token", token.expose_secret()), ("token_type_hint", hint)];
+    let req = authenticate(http.post(endpoint), &mut form, client)?;
+    let response = req
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| TokenError::Transient {
+            reason: describe_transport_error(&e),
+            retry_after: None,
+            answered: false,
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    Err(classify_error(status.as_u16(), &body, None))
 }
 
 /// Classifies an error response: RFC 6749 codes that retrying cannot fix are

@@ -55,6 +55,32 @@ pub enum Command {
         access_token: Option<(SecretString, Timestamp)>,
         reply: oneshot::Sender<Result<Arc<Token>, String>>,
     },
+    /// Discover what a login needs, checking the server supports it.
+    BeginLogin {
+        reply: oneshot::Sender<Result<LoginInfo, String>>,
+    },
+    /// Exchange an authorization code and store the tokens it yields.
+    CompleteLogin {
+        code: SecretString,
+        verifier: SecretString,
+        redirect_uri: String,
+        reply: oneshot::Sender<Result<Arc<Token>, String>>,
+    },
+    /// Forget the refresh token, optionally revoking it first; answers
+    /// whether the issuer confirmed the revocation.
+    Logout {
+        revoke: bool,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+}
+
+/// What `tokenctl login` needs to build the authorization URL.
+#[derive(Clone, Debug)]
+pub struct LoginInfo {
+    pub authorization_endpoint: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
 }
 
 /// How the rest of the daemon reaches a running driver.
@@ -82,6 +108,8 @@ pub struct Driver {
     /// The last committed record.
     record: Record,
     token_endpoint: Option<String>,
+    /// The issuer's metadata, fetched once when needed.
+    metadata: Option<oauth::Metadata>,
     generation: u64,
     failures: u32,
     retry_at: Option<Instant>,
@@ -118,6 +146,7 @@ impl Driver {
             settings,
             record: Record::default(),
             token_endpoint,
+            metadata: None,
             generation: 0,
             failures: 0,
             retry_at: None,
@@ -256,7 +285,182 @@ impl Driver {
                 let result = self.put_refresh_token(refresh_token, access_token).await;
                 let _ = reply.send(result);
             }
+            Command::BeginLogin { reply } => {
+                let _ = reply.send(self.begin_login().await);
+            }
+            Command::CompleteLogin {
+                code,
+                verifier,
+                redirect_uri,
+                reply,
+            } => {
+                let result = self.complete_login(&code, &verifier, &redirect_uri).await;
+                let _ = reply.send(result);
+            }
+            Command::Logout { revoke, reply } => {
+                let _ = reply.send(self.logout(revoke).await);
+            }
         }
+    }
+
+    fn login_only(&self) -> Result<(), String> {
+        match self.oauth().grant {
+            OAuthGrant::RefreshToken => Ok(()),
+            OAuthGrant::ClientCredentials => Err(format!(
+                "credential `{}` uses client credentials; there is nothing to log in to",
+                self.name()
+            )),
+        }
+    }
+
+    /// Checks that the issuer can run the login tokend will ask for: an
+    /// authorization endpoint, S256 PKCE, and the configured client
+    /// authentication (RFC 8414's default is client_secret_basic).
+    async fn begin_login(&mut self) -> Result<LoginInfo, String> {
+        self.login_only()?;
+        let name = self.name().to_owned();
+        let auth_method = self.oauth().client.auth_method;
+        let metadata = self.metadata().await.map_err(|e| e.to_string())?;
+        let authorization_endpoint = metadata.authorization_endpoint.clone().ok_or_else(|| {
+            format!("the issuer advertises no authorization_endpoint; `{name}` cannot log in there")
+        })?;
+        if !metadata
+            .code_challenge_methods_supported
+            .iter()
+            .any(|m| m == "S256")
+        {
+            return Err(format!(
+                "the issuer does not advertise S256 PKCE (code_challenge_methods_supported: \
+                 {:?}); tokend will not log in without it",
+                metadata.code_challenge_methods_supported
+            ));
+        }
+        let methods = &metadata.token_endpoint_auth_methods_supported;
+        let supported = if methods.is_empty() {
+            auth_method == oauth::AuthMethod::ClientSecretBasic
+        } else {
+            methods.iter().any(|m| m == auth_method.as_str())
+        };
+        if !supported {
+            return Err(format!(
+                "the issuer does not support auth_method `{}` (it offers {methods:?}); set \
+                 auth_method for `{name}` to one of those",
+                auth_method.as_str()
+            ));
+        }
+        let oauth = self.oauth();
+        Ok(LoginInfo {
+            authorization_endpoint,
+            client_id: oauth.client.client_id.clone(),
+            scopes: oauth.client.scopes.clone(),
+            redirect_uri: oauth.redirect_uri.clone(),
+        })
+    }
+
+    async fn complete_login(
+        &mut self,
+        code: &SecretString,
+        verifier: &SecretString,
+        redirect_uri: &str,
+    ) -> Result<Arc<Token>, String> {
+        self.login_only()?;
+        let endpoint = self.endpoint().await.map_err(|e| e.to_string())?;
+        let now = clock::now();
+        let oauth = self.oauth();
+        let grant = oauth::Grant::AuthorizationCode {
+            code,
+            verifier,
+            redirect_uri,
+        };
+        let tokens = oauth::request_token(
+            &self.http,
+            &endpoint,
+            &oauth.client,
+            grant,
+            oauth.schedule.default_lifetime,
+            now,
+        )
+        .await
+        .map_err(|e| format!("the code exchange failed: {e}"))?;
+        let Some(refresh_token) = tokens.refresh_token.as_ref() else {
+            return Err(
+                "the authorization server issued no refresh token; it may need the \
+                        `offline_access` scope in the credential's scopes"
+                    .into(),
+            );
+        };
+        let record = Record {
+            refresh_token: Some(Zeroizing::new(refresh_token.expose_secret().to_owned())),
+            ..Record::default()
+        };
+        // The refresh token is committed before anything is served.
+        self.persist(record).await.map_err(|e| e.to_string())?;
+        self.unconfirmed_refresh = None;
+        self.failures = 0;
+        self.retry_at = None;
+        tracing::info!("logged in");
+        self.succeeded(tokens, None, now, Duration::ZERO).await;
+        self.outcome()
+    }
+
+    async fn logout(&mut self, revoke: bool) -> Result<bool, String> {
+        self.login_only()?;
+        let mut revoked = false;
+        if revoke && let Some(rt) = self.record.refresh_token.clone() {
+            let endpoint = self
+                .metadata()
+                .await
+                .map_err(|e| e.to_string())?
+                .revocation_endpoint
+                .clone()
+                .ok_or("the issuer advertises no revocation_endpoint; nothing was changed")?;
+            let rt = SecretString::from(rt.as_str());
+            oauth::revoke(
+                &self.http,
+                &endpoint,
+                &self.oauth().client,
+                &rt,
+                "refresh_token",
+            )
+            .await
+            .map_err(|e| format!("revocation failed, nothing was changed: {e}"))?;
+            revoked = true;
+        }
+        let store = Arc::clone(&self.store);
+        let name = self.credential.name.to_string();
+        tokio::task::spawn_blocking(move || store.remove(&name))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        self.record = Record::default();
+        self.unconfirmed_refresh = None;
+        tracing::info!(revoked, "logged out");
+        let message = format!("logged out; run `tokenctl login {}`", self.name());
+        self.publish.send_replace(Arc::new(Snapshot {
+            last_error: Some(message.into()),
+            ..Snapshot::new(State::NeedsLogin)
+        }));
+        Ok(revoked)
+    }
+
+    /// The issuer's metadata (RFC 8414), fetched on first use.
+    async fn metadata(&mut self) -> Result<&oauth::Metadata, TokenError> {
+        if self.metadata.is_none() {
+            let Some(issuer) = self.oauth().issuer.clone() else {
+                return Err(TokenError::Permanent {
+                    code: "no_issuer".into(),
+                    description: Some(format!(
+                        "credential `{}` has only a token_endpoint; set issuer so the \
+                         authorization and revocation endpoints can be discovered",
+                        self.name()
+                    )),
+                });
+            };
+            let metadata = oauth::discover(&self.http, &issuer).await?;
+            tracing::info!(token_endpoint = %metadata.token_endpoint, "discovered");
+            self.metadata = Some(metadata);
+        }
+        Ok(self.metadata.as_ref().expect("set above"))
     }
 
     /// The current token, or why there is none, for an admin's reply.
@@ -472,7 +676,25 @@ impl Driver {
             took_ms = elapsed.as_millis() as u64,
             "refreshed"
         );
+        let lifetime = clock::between(now, tokens.expires_at);
         self.publish_token(token, now);
+        if lifetime <= self.credential.min_valid {
+            // Such a token can never be served; say why instead of letting
+            // callers time out without a reason.
+            let message = format!(
+                "the issuer's access tokens live {}, no longer than min_valid ({}); lower \
+                 min_valid for `{}`",
+                clock::human(lifetime),
+                clock::human(self.credential.min_valid),
+                self.name()
+            );
+            tracing::error!("{message}");
+            self.publish.send_modify(|s| {
+                let mut next = Snapshot::clone(s);
+                next.last_error = Some(message.into());
+                *s = Arc::new(next);
+            });
+        }
     }
 
     fn failed(&mut self, e: TokenError, now: Timestamp) {
@@ -592,16 +814,14 @@ impl Driver {
         }));
     }
 
-    /// The token endpoint, discovered once from the issuer when not given.
+    /// The token endpoint: configured, or discovered once from the issuer.
     async fn endpoint(&mut self) -> Result<String, TokenError> {
         if let Some(e) = &self.token_endpoint {
             return Ok(e.clone());
         }
-        let issuer = self.oauth().issuer.clone().unwrap_or_default();
-        let metadata = oauth::discover(&self.http, &issuer).await?;
-        tracing::info!(token_endpoint = %metadata.token_endpoint, "discovered");
-        self.token_endpoint = Some(metadata.token_endpoint.clone());
-        Ok(metadata.token_endpoint)
+        let endpoint = self.metadata().await?.token_endpoint.clone();
+        self.token_endpoint = Some(endpoint.clone());
+        Ok(endpoint)
     }
 
     /// Refresh-token state is fsync'd; a client-credentials token is only a

@@ -415,6 +415,7 @@ impl TokenBroker for BrokerService {
                 expires_at: s.expires_at.map(timestamp),
                 scopes: s.scopes,
                 owner: s.owner.unwrap_or_default(),
+                instance: s.instance.unwrap_or_default(),
                 last_error: s.last_error.as_deref().unwrap_or_default().to_owned(),
                 last_refresh: s.last_refresh.map(timestamp),
                 next_refresh: s.next_refresh.map(timestamp),
@@ -519,6 +520,54 @@ impl Admin for AdminService {
             .await?;
         tracing::info!(target: "audit", credential = %r.credential, uid = peer.uid, "secret imported");
         Ok(Response::new(proto::ImportSecretResponse {}))
+    }
+
+    async fn begin_login(
+        &self,
+        req: Request<proto::BeginLoginRequest>,
+    ) -> Result<Response<proto::BeginLoginResponse>, Status> {
+        let peer = peer(&req)?;
+        let info = self
+            .broker
+            .begin_login(&peer, &req.get_ref().credential)
+            .await?;
+        Ok(Response::new(proto::BeginLoginResponse {
+            authorization_endpoint: info.authorization_endpoint,
+            client_id: info.client_id,
+            scopes: info.scopes,
+            redirect_uri: info.redirect_uri,
+        }))
+    }
+
+    async fn complete_login(
+        &self,
+        req: Request<proto::CompleteLoginRequest>,
+    ) -> Result<Response<proto::RefreshResponse>, Status> {
+        let peer = peer(&req)?;
+        let r = req.into_inner();
+        let token = self
+            .broker
+            .complete_login(
+                &peer,
+                &r.credential,
+                SecretString::from(r.code),
+                SecretString::from(r.code_verifier),
+                r.redirect_uri,
+            )
+            .await?;
+        tracing::info!(target: "audit", credential = %r.credential, uid = peer.uid, "logged in");
+        Ok(Response::new(refreshed(&token)))
+    }
+
+    async fn logout(
+        &self,
+        req: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        let peer = peer(&req)?;
+        let r = req.into_inner();
+        let revoked = self.broker.logout(&peer, &r.credential, r.revoke).await?;
+        tracing::info!(target: "audit", credential = %r.credential, uid = peer.uid, revoked, "logged out");
+        Ok(Response::new(proto::LogoutResponse { revoked }))
     }
 }
 

@@ -6,17 +6,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use tokend::client::{self, ConnectError};
 use tokend::config::DEFAULT_SOCKET;
+use tokend::login;
 use tokend::proto::admin_client::AdminClient;
 use tokend::proto::token_broker_client::TokenBrokerClient;
 use tokend::proto::{
-    self, CredentialState, GetHeadersRequest, ImportSecretRequest, ListCredentialsRequest,
-    RefreshRequest,
+    self, BeginLoginRequest, CompleteLoginRequest, CredentialState, GetHeadersRequest,
+    ImportSecretRequest, ListCredentialsRequest, LogoutRequest, RefreshRequest,
 };
 use tonic::Code;
+use tonic::transport::Channel;
 
 /// Exit statuses, so scripts can tell failures apart.
 mod exit {
@@ -36,7 +39,7 @@ mod exit {
 
 /// Talk to the tokend credential broker.
 #[derive(Parser)]
-#[command(version, after_help = EXIT_HELP)]
+#[command(name = "tokenctl", version, after_help = EXIT_HELP)]
 struct Cli {
     /// The daemon's socket.
     #[arg(long, global = true, env = "TOKEND_SOCKET", default_value = DEFAULT_SOCKET)]
@@ -80,6 +83,47 @@ enum Command {
         #[arg(long)]
         expires_at: Option<jiff::Timestamp>,
     },
+    /// Log an oauth_refresh credential in: authorization code + PKCE in a
+    /// browser; the daemon exchanges the code and keeps the tokens (admins).
+    Login {
+        /// Credential name.
+        name: String,
+        /// Print the URL only; do not try to open a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// No listener: paste the address the browser ends on (for a remote
+        /// host whose loopback the browser cannot reach).
+        #[arg(long)]
+        paste: bool,
+        /// Give up when nobody completes the login within this time.
+        #[arg(long, default_value = "5m")]
+        timeout: humantime::Duration,
+    },
+    /// Forget an oauth_refresh credential's refresh token (admins).
+    Logout {
+        /// Credential name.
+        name: String,
+        /// Revoke it at the issuer first (when it advertises an endpoint).
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Verify a credential for real: Glean tokens make Glean's test search;
+    /// OAuth credentials are refreshed and their token shown.
+    Check {
+        /// Credential name.
+        name: String,
+        /// Email to act as (global Glean tokens).
+        #[arg(long)]
+        act_as: Option<String>,
+        /// Glean backend, e.g. https://acme-be.glean.com (default: the
+        /// credential's `instance`).
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(clap::Args)]
@@ -100,6 +144,7 @@ struct Fetch {
 enum Failure {
     Connect(ConnectError),
     Call(tonic::Status),
+    Local { code: u8, message: String },
 }
 
 impl From<ConnectError> for Failure {
@@ -127,6 +172,10 @@ async fn main() -> ExitCode {
                 exit::UNREACHABLE
             })
         }
+        Err(Failure::Local { code, message }) => {
+            eprintln!("tokenctl: {message}");
+            ExitCode::from(code)
+        }
         Err(Failure::Call(s)) => {
             eprintln!("tokenctl: {}", s.message());
             ExitCode::from(match s.code() {
@@ -142,6 +191,22 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    // These need no daemon.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "tokenctl", &mut out);
+            write_stdout(&out);
+            return Ok(());
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            let _ = clap_mangen::Man::new(Cli::command()).render(&mut out);
+            write_stdout(&out);
+            return Ok(());
+        }
+        _ => {}
+    }
     let channel = client::channel(&cli.socket).await?;
     let mut client = TokenBrokerClient::new(channel.clone());
     match cli.command {
@@ -217,8 +282,223 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await?;
             write_stdout(format!("{name}: secret imported; served from now on\n").as_bytes());
         }
+        Command::Login {
+            name,
+            no_browser,
+            paste,
+            timeout,
+        } => login(channel, &name, no_browser, paste, timeout.into()).await?,
+        Command::Logout { name, revoke } => {
+            let resp = AdminClient::new(channel)
+                .logout(LogoutRequest {
+                    credential: name.clone(),
+                    revoke,
+                })
+                .await?
+                .into_inner();
+            let how = if resp.revoked {
+                "revoked and forgotten"
+            } else {
+                "forgotten"
+            };
+            write_stdout(format!("{name}: refresh token {how}\n").as_bytes());
+        }
+        Command::Check {
+            name,
+            act_as,
+            instance,
+        } => check(channel, &name, act_as, instance).await?,
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// A failure of tokenctl's own making, with its exit status.
+fn fail(code: u8, message: String) -> Failure {
+    Failure::Local { code, message }
+}
+
+async fn login(
+    channel: Channel,
+    name: &str,
+    no_browser: bool,
+    paste: bool,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let mut admin = AdminClient::new(channel);
+    let info = admin
+        .begin_login(BeginLoginRequest {
+            credential: name.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let redirect = Url::parse(&info.redirect_uri).map_err(|_| {
+        fail(
+            exit::OTHER,
+            format!("bad redirect_uri {}", info.redirect_uri),
+        )
+    })?;
+    let state = login::random(24);
+    let pkce = login::Pkce::new();
+    let url = login::authorization_url(
+        &info.authorization_endpoint,
+        &info.client_id,
+        &info.redirect_uri,
+        &info.scopes,
+        &state,
+        &pkce.challenge,
+    )
+    .map_err(|e| fail(exit::OTHER, e.to_string()))?;
+    let code = if paste {
+        eprintln!("Open this URL in a browser and log in:\n\n  {url}\n");
+        eprintln!("Then paste the whole address the browser ends on (it may show an error page):");
+        let mut line = zeroize::Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| fail(exit::OTHER, format!("cannot read the pasted address: {e}")))?;
+        login::parse_pasted(&line, &redirect, &state)
+    } else {
+        let listener = login::CallbackListener::bind(&redirect)
+            .await
+            .map_err(|e| fail(exit::OTHER, format!("login for `{name}` failed: {e}")))?;
+        eprintln!(
+            "Open this URL in a browser and log in (waiting up to {}):\n\n  {url}\n",
+            tokend::clock::human(timeout)
+        );
+        if !no_browser {
+            open_browser(url.as_str());
+        }
+        listener.receive(&state, timeout).await
+    }
+    .map_err(|e| fail(exit::OTHER, format!("login for `{name}` failed: {e}")))?;
+    let resp = admin
+        .complete_login(CompleteLoginRequest {
+            credential: name.to_owned(),
+            code: code.expose_secret().to_owned(),
+            code_verifier: pkce.verifier.expose_secret().to_owned(),
+            redirect_uri: info.redirect_uri,
+        })
+        .await?
+        .into_inner();
+    let at = resp.expires_at.as_ref();
+    write_stdout(
+        format!(
+            "{name}: logged in; the daemon holds the tokens (access token expires in {})\n",
+            expires_in(at)
+        )
+        .as_bytes(),
+    );
+    Ok(())
+}
+
+/// Best effort: a desktop session's opener, detached, output discarded.
+fn open_browser(url: &str) {
+    let has_display =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if has_display {
+        let _ = std::process::Command::new("xdg-open")
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+}
+
+async fn check(
+    channel: Channel,
+    name: &str,
+    act_as: Option<String>,
+    instance: Option<String>,
+) -> Result<(), Failure> {
+    let mut broker = TokenBrokerClient::new(channel.clone());
+    let status = broker
+        .list_credentials(ListCredentialsRequest {})
+        .await?
+        .into_inner()
+        .credentials
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            fail(
+                exit::NOT_FOUND,
+                format!("no credential named `{name}` that you may use"),
+            )
+        })?;
+    if status.kind != "glean_token" {
+        // OAuth: renew for real, then show what the server issued.
+        AdminClient::new(channel)
+            .refresh(RefreshRequest {
+                credential: name.to_owned(),
+            })
+            .await?;
+        let resp = broker
+            .get_headers(GetHeadersRequest {
+                credential: name.to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let token = resp
+            .headers
+            .iter()
+            .find(|h| h.name == "Authorization")
+            .and_then(|h| h.value.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let mut out = format!(
+            "ok: `{name}` refreshed; token expires in {} (at {})\n",
+            expires_in(resp.expires_at.as_ref()),
+            resp.expires_at
+                .as_ref()
+                .map_or_else(|| "never".into(), rfc3339)
+        );
+        match tokend::oauth::jwt_claims(token) {
+            Some(claims) => {
+                out.push_str(
+                    "JWT claims (signature NOT verified; tokend is the token's client):\n",
+                );
+                let mut claims: Vec<_> = claims.into_iter().collect();
+                claims.sort_by(|a, b| a.0.cmp(&b.0));
+                for (k, v) in claims {
+                    out.push_str(&format!("  {k}: {v}\n"));
+                }
+            }
+            None => out.push_str("the access token is opaque (not a JWT)\n"),
+        }
+        write_stdout(out.as_bytes());
+        return Ok(());
+    }
+    let instance = instance
+        .or((!status.instance.is_empty()).then_some(status.instance))
+        .ok_or_else(|| {
+            fail(
+                exit::USAGE,
+                format!("`{name}` has no instance: set instance in its config or pass --instance"),
+            )
+        })?;
+    let resp = broker
+        .get_headers(GetHeadersRequest {
+            credential: name.to_owned(),
+            act_as: act_as.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .into_iter()
+        .map(|h| (h.name, h.value))
+        .collect();
+    let verdict = tokend::check::search(&instance, &headers, Duration::from_secs(15))
+        .await
+        .map_err(|e| fail(exit::UNREACHABLE, e))?;
+    let advice = verdict.advice(name, act_as.as_deref(), false);
+    if verdict.is_ok() {
+        write_stdout(format!("{advice}\n").as_bytes());
+        Ok(())
+    } else {
+        Err(fail(exit::UNUSABLE, advice))
+    }
 }
 
 /// The secret from stdin: one line, without echo when stdin is a terminal

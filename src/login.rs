@@ -1,0 +1,364 @@
+//! The person's side of an OAuth login (authorization code + PKCE S256,
+//! RFC 6749 §4.1, RFC 7636, RFC 8252 for the loopback redirect): the
+//! authorization URL, and receiving the redirect either on a one-shot
+//! loopback listener or pasted from the browser's address bar.
+//!
+//! The code exchange itself happens in the daemon (`Admin.CompleteLogin`),
+//! which holds the client secret: the code and verifier are useless without
+//! it, and the refresh token never passes through this process.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::Url;
+use secrecy::SecretString;
+use sha2::Digest as _;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// Why a login ended without a code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// The callback's `state` is not the one this login sent.
+    #[error(
+        "the callback's state does not match this login's (a forged or stale callback); \
+         nothing was stored, run the login again"
+    )]
+    WrongState,
+    /// The authorization server reported an error (the person declined, say).
+    #[error("the authorization server refused the login: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Refused {
+        error: String,
+        description: Option<String>,
+    },
+    /// A request reached the listener on another path than the redirect's.
+    #[error(
+        "a request arrived for {path} instead of the redirect path {expected}; the login was \
+         ended so nothing unexpected is accepted, run it again"
+    )]
+    WrongPath { path: String, expected: String },
+    /// The callback has no `code`.
+    #[error("the callback carries no authorization code")]
+    NoCode,
+    /// Nobody completed the login in time.
+    #[error("no callback arrived within {}; run the login again", crate::clock::human(*.0))]
+    Timeout(Duration),
+    /// The redirect URI cannot be listened on here.
+    #[error(
+        "redirect_uri {0} is not an http://127.0.0.1, [::1] or localhost address this machine \
+         can listen on; use --paste to complete the login from another machine"
+    )]
+    NotLoopback(String),
+    /// Listening failed.
+    #[error("cannot listen on {addr} for the redirect: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// What was pasted is not a URL.
+    #[error("what was pasted is not a URL: paste the whole address from the browser's address bar")]
+    NotAUrl,
+}
+
+/// A PKCE verifier and its S256 challenge.
+pub struct Pkce {
+    pub verifier: SecretString,
+    pub challenge: String,
+}
+
+impl Pkce {
+    /// 64 bytes of randomness, base64url-encoded: 86 characters, within
+    /// RFC 7636's 43–128 and far above its 256-bit entropy advice.
+    pub fn new() -> Self {
+        let verifier = random(64);
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
+        Self {
+            verifier: verifier.into(),
+            challenge,
+        }
+    }
+}
+
+impl Default for Pkce {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `bytes` random bytes from the kernel, base64url-encoded.
+pub fn random(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the kernel's random source failed");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The URL to open in a browser.
+pub fn authorization_url(
+    endpoint: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    scopes: &[String],
+    state: &str,
+    challenge: &str,
+) -> Result<Url, LoginError> {
+    let scope = scopes.join(" ");
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect_uri),
+        ("state", state),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    if !scope.is_empty() {
+        params.push(("scope", &scope));
+    }
+    Url::parse_with_params(endpoint, params).map_err(|_| LoginError::NotAUrl)
+}
+
+/// The code from a redirect to `redirect_uri`, after checking its path and
+/// `state`, and that it is not an error.
+pub fn parse_callback(
+    callback: &Url,
+    redirect_uri: &Url,
+    state: &str,
+) -> Result<SecretString, LoginError> {
+    if callback.path() != redirect_uri.path() {
+        return Err(LoginError::WrongPath {
+            path: callback.path().to_owned(),
+            expected: redirect_uri.path().to_owned(),
+        });
+    }
+    let param = |name: &str| {
+        callback
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    // An error callback is checked for state too: a forged "access denied"
+    // must not pass as the provider's word.
+    if param("state").as_deref() != Some(state) {
+        return Err(LoginError::WrongState);
+    }
+    if let Some(error) = param("error") {
+        let clean = |s: String| s.chars().filter(|c| !c.is_control()).take(300).collect();
+        return Err(LoginError::Refused {
+            error: clean(error),
+            description: param("error_description").map(clean),
+        });
+    }
+    param("code")
+        .map(SecretString::from)
+        .ok_or(LoginError::NoCode)
+}
+
+/// A pasted redirect URL, as [`parse_callback`] checks it.
+pub fn parse_pasted(
+    pasted: &str,
+    redirect_uri: &Url,
+    state: &str,
+) -> Result<SecretString, LoginError> {
+    let url = Url::parse(pasted.trim()).map_err(|_| LoginError::NotAUrl)?;
+    parse_callback(&url, redirect_uri, state)
+}
+
+/// A listener on the loopback redirect URI, bound before the person is sent
+/// to the browser so that a busy port fails the login up front and no
+/// redirect can arrive before anyone listens.
+#[derive(Debug)]
+pub struct CallbackListener {
+    listener: TcpListener,
+    redirect_uri: Url,
+}
+
+impl CallbackListener {
+    pub async fn bind(redirect_uri: &Url) -> Result<Self, LoginError> {
+        Ok(Self {
+            listener: listen(redirect_uri).await?,
+            redirect_uri: redirect_uri.clone(),
+        })
+    }
+
+    /// Waits for one callback and returns its code. The browser gets a page
+    /// telling the person to go back to the terminal; the code is never
+    /// shown. A favicon request is answered and ignored; a request for any
+    /// other path ends the login.
+    pub async fn receive(self, state: &str, timeout: Duration) -> Result<SecretString, LoginError> {
+        receive_callback(&self.listener, &self.redirect_uri, state, timeout).await
+    }
+}
+
+async fn receive_callback(
+    listener: &TcpListener,
+    redirect_uri: &Url,
+    state: &str,
+    timeout: Duration,
+) -> Result<SecretString, LoginError> {
+    tokio::time::timeout(timeout, async {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let Ok(Some(request_line)) = lines.next_line().await else {
+                continue;
+            };
+            // Drain the headers; the request has no body we need.
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.is_empty() {
+                    break;
+                }
+            }
+            let target = request_line.split(' ').nth(1).unwrap_or("/");
+            if target == "/favicon.ico" {
+                let _ = respond(&mut write, 404, "Not found").await;
+                continue;
+            }
+            let url = redirect_uri.join(target).map_err(|_| LoginError::NotAUrl)?;
+            let result = parse_callback(&url, redirect_uri, state);
+            let page = match &result {
+                Ok(_) => "Login received. Return to the terminal; you can close this page.",
+                Err(_) => "Login failed. Return to the terminal for the reason.",
+            };
+            let _ = respond(&mut write, if result.is_ok() { 200 } else { 400 }, page).await;
+            return result;
+        }
+    })
+    .await
+    .map_err(|_| LoginError::Timeout(timeout))?
+}
+
+async fn listen(redirect_uri: &Url) -> Result<TcpListener, LoginError> {
+    let not_loopback = || LoginError::NotLoopback(redirect_uri.to_string());
+    if redirect_uri.scheme() != "http" {
+        return Err(not_loopback());
+    }
+    let host = match redirect_uri.host_str() {
+        Some("127.0.0.1" | "localhost") => "127.0.0.1",
+        Some("[::1]") => "[::1]",
+        _ => return Err(not_loopback()),
+    };
+    let port = redirect_uri
+        .port_or_known_default()
+        .ok_or_else(not_loopback)?;
+    let addr = format!("{host}:{port}");
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| LoginError::Listen { addr, source })
+}
+
+async fn respond(
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    status: u16,
+    text: &str,
+) -> std::io::Result<()> {
+    let body =
+        format!("<!doctype html><meta charset=utf-8><title>tokend login</title><p>{text}</p>\n");
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Bad Request",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n\
+         Cache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    write.write_all(response.as_bytes()).await?;
+    write.shutdown().await
+}
+
+impl std::fmt::Debug for Pkce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Pkce {{ verifier: [redacted], challenge: {} }}",
+            self.challenge
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn redirect() -> Url {
+        Url::parse("http://127.0.0.1:9090/oauth/callback").unwrap()
+    }
+
+    #[test]
+    fn pkce_challenge_is_s256_of_the_verifier() {
+        let p = Pkce::new();
+        assert_eq!(p.verifier.expose_secret().len(), 86);
+        let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(p.verifier.expose_secret().as_bytes()));
+        assert_eq!(p.challenge, expected);
+        assert!(!format!("{p:?}").contains(p.verifier.expose_secret()));
+    }
+
+    #[test]
+    fn callbacks_are_checked() {
+        let ok =
+            Url::parse("http://127.0.0.1:9090/oauth/callback?code=abc&state=s1&iss=x").unwrap();
+        assert_eq!(
+            parse_callback(&ok, &redirect(), "s1")
+                .unwrap()
+                .expose_secret(),
+            "abc"
+        );
+        assert!(matches!(
+            parse_callback(&ok, &redirect(), "s2"),
+            Err(LoginError::WrongState)
+        ));
+        let denied = Url::parse(
+            "http://127.0.0.1:9090/oauth/callback?error=access_denied&error_description=no%0Athanks&state=s1",
+        )
+        .unwrap();
+        let e = parse_callback(&denied, &redirect(), "s1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the authorization server refused the login: access_denied (nothanks)"
+        );
+        let other = Url::parse("http://127.0.0.1:9090/admin?code=abc&state=s1").unwrap();
+        assert!(matches!(
+            parse_callback(&other, &redirect(), "s1"),
+            Err(LoginError::WrongPath { .. })
+        ));
+        assert!(matches!(
+            parse_pasted("not a url", &redirect(), "s1"),
+            Err(LoginError::NotAUrl)
+        ));
+        assert!(matches!(
+            parse_pasted(
+                "http://127.0.0.1:9090/oauth/callback?state=s1",
+                &redirect(),
+                "s1"
+            ),
+            Err(LoginError::NoCode)
+        ));
+    }
+
+    #[test]
+    fn authorization_url_carries_pkce_and_state() {
+        let url = authorization_url(
+            "https://as.example/auth",
+            "cid",
+            "http://127.0.0.1:9090/oauth/callback",
+            &["a".into(), "b".into()],
+            "st",
+            "ch",
+        )
+        .unwrap();
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["code_challenge"], "ch");
+        assert_eq!(q["state"], "st");
+        assert_eq!(q["scope"], "a b");
+        assert_eq!(q["redirect_uri"], "http://127.0.0.1:9090/oauth/callback");
+    }
+}
