@@ -10,8 +10,16 @@
 //! - [`glean`]: Glean's token rules: permissions, scopes, act-as emails.
 //! - [`secret`]: reading secrets from files, the environment and systemd.
 //! - [`broker`]: every credential by name, and the decision to serve one.
+//! - [`token`]: the token a credential serves now and its state, published
+//!   through a `watch` channel.
+//! - [`oauth`]: token endpoints: discovery, grants, error classes.
+//! - [`refresh`]: one driver task per OAuth credential, renewing ahead of
+//!   expiry, single-flight, with backoff.
+//! - [`store`]: the encrypted redb store of refresh tokens and secrets.
 //! - [`peer`]: the caller's uid, gid, groups and pid from the socket.
-//! - [`server`]: socket binding and the gRPC service; [`client`]: the other end.
+//! - [`server`]: socket binding and the gRPC services; [`client`]: the other end.
+//! - [`daemon`]: startup and shutdown order.
+//! - [`login`]: the person's side of an OAuth login; [`check`]: `tokenctl check`.
 //! - [`clock`]: time as read and as shown.
 //! - `src/bin/tokend.rs`, `src/bin/tokenctl.rs`: thin binaries over the above.
 

@@ -324,30 +324,7 @@ impl Driver {
         let authorization_endpoint = metadata.authorization_endpoint.clone().ok_or_else(|| {
             format!("the issuer advertises no authorization_endpoint; `{name}` cannot log in there")
         })?;
-        if !metadata
-            .code_challenge_methods_supported
-            .iter()
-            .any(|m| m == "S256")
-        {
-            return Err(format!(
-                "the issuer does not advertise S256 PKCE (code_challenge_methods_supported: \
-                 {:?}); tokend will not log in without it",
-                metadata.code_challenge_methods_supported
-            ));
-        }
-        let methods = &metadata.token_endpoint_auth_methods_supported;
-        let supported = if methods.is_empty() {
-            auth_method == oauth::AuthMethod::ClientSecretBasic
-        } else {
-            methods.iter().any(|m| m == auth_method.as_str())
-        };
-        if !supported {
-            return Err(format!(
-                "the issuer does not support auth_method `{}` (it offers {methods:?}); set \
-                 auth_method for `{name}` to one of those",
-                auth_method.as_str()
-            ));
-        }
+        supports_login(metadata, auth_method, &name)?;
         let oauth = self.oauth();
         Ok(LoginInfo {
             authorization_endpoint,
@@ -845,6 +822,42 @@ impl Driver {
     }
 }
 
+/// Whether an issuer can run tokend's login: S256 PKCE, and the configured
+/// client authentication (RFC 8414's default when it lists none is
+/// client_secret_basic).
+fn supports_login(
+    metadata: &oauth::Metadata,
+    auth_method: oauth::AuthMethod,
+    name: &str,
+) -> Result<(), String> {
+    if !metadata
+        .code_challenge_methods_supported
+        .iter()
+        .any(|m| m == "S256")
+    {
+        return Err(format!(
+            "the issuer does not advertise S256 PKCE (code_challenge_methods_supported: {:?}); \
+             tokend will not log in without it",
+            metadata.code_challenge_methods_supported
+        ));
+    }
+    let methods = &metadata.token_endpoint_auth_methods_supported;
+    let supported = if methods.is_empty() {
+        auth_method == oauth::AuthMethod::ClientSecretBasic
+    } else {
+        methods.iter().any(|m| m == auth_method.as_str())
+    };
+    if supported {
+        Ok(())
+    } else {
+        Err(format!(
+            "the issuer does not support auth_method `{}` (it offers {methods:?}); set \
+             auth_method for `{name}` to one of those",
+            auth_method.as_str()
+        ))
+    }
+}
+
 fn oauth_of(credential: &Credential) -> &OAuthCredential {
     match &credential.kind {
         Kind::OAuth(o) => o,
@@ -960,6 +973,42 @@ mod tests {
             refresh_at(ts(0), ts(10), &SCHEDULE, Duration::from_secs(60), 0.0).as_second(),
             5
         );
+    }
+
+    #[test]
+    fn logins_need_s256_and_the_configured_client_authentication() {
+        use oauth::AuthMethod::{ClientSecretBasic, ClientSecretPost};
+        let metadata = |pkce: &[&str], auth: &[&str]| oauth::Metadata {
+            issuer: None,
+            token_endpoint: "https://as.example/token".into(),
+            authorization_endpoint: Some("https://as.example/auth".into()),
+            revocation_endpoint: None,
+            code_challenge_methods_supported: pkce.iter().map(|s| s.to_string()).collect(),
+            token_endpoint_auth_methods_supported: auth.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(
+            supports_login(
+                &metadata(&["S256"], &["client_secret_post"]),
+                ClientSecretPost,
+                "x"
+            )
+            .is_ok()
+        );
+        let e = supports_login(&metadata(&["plain"], &[]), ClientSecretBasic, "x").unwrap_err();
+        assert!(e.contains("does not advertise S256 PKCE"), "{e}");
+        let e = supports_login(
+            &metadata(&["S256"], &["client_secret_basic"]),
+            ClientSecretPost,
+            "x",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("does not support auth_method `client_secret_post`"),
+            "{e}"
+        );
+        // Nothing listed: RFC 8414's default, client_secret_basic, only.
+        assert!(supports_login(&metadata(&["S256"], &[]), ClientSecretBasic, "x").is_ok());
+        assert!(supports_login(&metadata(&["S256"], &[]), ClientSecretPost, "x").is_err());
     }
 
     #[test]
