@@ -73,7 +73,7 @@ const SCOPES: [&str; 18] = [
     "VERIFICATION",
 ];
 
-/// One Glean scope, an index into [`SCOPES`].
+/// One Glean scope, an index into the list of Glean's scopes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scope(u8);
 

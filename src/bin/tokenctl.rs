@@ -115,7 +115,7 @@ enum Command {
         /// Email to act as (global Glean tokens).
         #[arg(long)]
         act_as: Option<String>,
-        /// Glean backend, e.g. https://acme-be.glean.com (default: the
+        /// Glean backend, e.g. `https://acme-be.glean.com` (default: the
         /// credential's `instance`).
         #[arg(long)]
         instance: Option<String>,
