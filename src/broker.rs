@@ -202,6 +202,7 @@ pub struct Status {
     pub last_error: Option<Arc<str>>,
     pub last_refresh: Option<Timestamp>,
     pub next_refresh: Option<Timestamp>,
+    pub login_expires_at: Option<Timestamp>,
 }
 
 /// One credential and what is served for it.
@@ -220,6 +221,7 @@ pub struct Services {
     pub store: Option<Arc<Store>>,
     pub http: reqwest::Client,
     pub refresh: refresh::Settings,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Every configured credential, by name.
@@ -261,6 +263,7 @@ impl Broker {
                         Arc::clone(store),
                         services.http.clone(),
                         services.refresh.clone(),
+                        Arc::clone(&services.metrics),
                     );
                     drivers.push(driver);
                     (tx, Some(handle))
@@ -712,10 +715,28 @@ impl Broker {
     /// Status of each credential `peer` may use (of all, for admins), by name.
     pub fn list(&self, peer: &Peer, now: Timestamp) -> Vec<Status> {
         let admin = self.is_admin(peer);
+        self.statuses(now, |c| admin || c.admits(peer))
+    }
+
+    /// Status of every credential, for alerts and metrics.
+    pub fn list_all(&self, now: Timestamp) -> Vec<Status> {
+        self.statuses(now, |_| true)
+    }
+
+    /// Whether `peer` may see credential `name` (alerts about it, say).
+    pub fn visible(&self, peer: &Peer, name: &str) -> bool {
+        self.is_admin(peer)
+            || self
+                .slots
+                .get(name)
+                .is_some_and(|s| s.credential.admits(peer))
+    }
+
+    fn statuses(&self, now: Timestamp, keep: impl Fn(&Credential) -> bool) -> Vec<Status> {
         self.names
             .iter()
             .filter_map(|n| self.slots.get(n))
-            .filter(|s| admin || s.credential.admits(peer))
+            .filter(|s| keep(&s.credential))
             .map(|s| {
                 let c = &s.credential;
                 let snap = Arc::clone(&s.current.borrow());
@@ -747,6 +768,7 @@ impl Broker {
                     last_error,
                     last_refresh: snap.last_refresh,
                     next_refresh: snap.next_refresh,
+                    login_expires_at: snap.login_expires_at,
                 }
             })
             .collect()
@@ -880,6 +902,7 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [50], act_as
                 max_backoff: Duration::from_secs(1),
                 crash_after_token_response: false,
             },
+            metrics: Arc::default(),
         };
         let (broker, drivers) = Broker::new(config, services).unwrap();
         assert!(drivers.is_empty(), "Glean tokens need no refresh driver");

@@ -24,6 +24,7 @@ use crate::credential::{
 use crate::glean::{self, ActAsPattern, Permission, Scope, ScopeSet};
 use crate::oauth::{self, AuthMethod};
 use crate::secret::SecretSource;
+use crate::{alert, metrics};
 
 /// Where the daemon listens unless the config or command line says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/tokend/tokend.sock";
@@ -52,16 +53,22 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: Daemon,
     pub store: StoreSettings,
+    /// Present when the config has an `[alerts]` table.
+    pub alerts: Option<alert::Settings>,
+    /// `[metrics] listen`.
+    pub metrics: Option<metrics::Listen>,
     pub credentials: Vec<Credential>,
 }
 
 impl Config {
-    /// Whether any credential keeps state in the encrypted store.
+    /// Whether anything keeps state in the encrypted store: OAuth and
+    /// imported credentials, and open alerts.
     pub fn needs_store(&self) -> bool {
-        self.credentials.iter().any(|c| match &c.kind {
-            Kind::Glean(g) => matches!(g.secret, GleanSecret::Stored),
-            Kind::OAuth(_) => true,
-        })
+        self.alerts.is_some()
+            || self.credentials.iter().any(|c| match &c.kind {
+                Kind::Glean(g) => matches!(g.secret, GleanSecret::Stored),
+                Kind::OAuth(_) => true,
+            })
     }
 }
 
@@ -190,6 +197,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         path: raw.store.path.unwrap_or_else(|| DEFAULT_STORE.into()),
         key_file: raw.store.key_file,
     };
+    let alerts = raw.alerts.map(|a| cx.alerts(a));
+    let metrics = raw
+        .metrics
+        .listen
+        .map(|l| match l.get_ref().strip_prefix("unix:") {
+            Some(path) => metrics::Listen::Unix(path.into()),
+            None => metrics::Listen::Tcp(l.into_inner()),
+        });
     // Byte offsets, turned into line numbers only for an error: computing a
     // line scans the text, which for every credential would be quadratic.
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -215,6 +230,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             path: path.to_owned(),
             daemon,
             store,
+            alerts,
+            metrics,
             credentials,
         })
     } else {
@@ -229,8 +246,49 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     store: RawStore,
+    alerts: Option<RawAlerts>,
+    #[serde(default)]
+    metrics: RawMetrics,
     #[serde(default)]
     credential: Vec<RawCredential>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    thresholds: Option<Vec<Spanned<String>>>,
+    repeat_expiring: Option<Spanned<String>>,
+    repeat_failing: Option<Spanned<String>>,
+    refresh_failing_after: Option<Spanned<String>>,
+    sweep: Option<Spanned<String>>,
+    digest: Option<Spanned<String>>,
+    source: Option<String>,
+    #[serde(default)]
+    sink: Vec<RawSink>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    min_severity: Option<Spanned<String>>,
+    #[serde(default)]
+    credentials: Vec<String>,
+    url: Option<Spanned<String>>,
+    url_secret: Option<Spanned<RawSecret>>,
+    format: Option<Spanned<String>>,
+    headers: Option<BTreeMap<String, String>>,
+    routing_key: Option<Spanned<RawSecret>>,
+    command: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -961,6 +1019,212 @@ impl Context<'_> {
                 refresh_fraction,
                 default_lifetime,
             },
+        })
+    }
+
+    fn alerts(&mut self, raw: RawAlerts) -> alert::Settings {
+        let thresholds = match &raw.thresholds {
+            None => alert::Settings::DEFAULT_THRESHOLDS.to_vec(),
+            Some(list) => {
+                let mut t: Vec<Duration> = list
+                    .iter()
+                    .filter_map(|d| self.duration(d, "alerts.thresholds"))
+                    .collect();
+                t.sort_unstable_by(|a, b| b.cmp(a));
+                t
+            }
+        };
+        let mut duration = |d: &Option<Spanned<String>>, field: &str, default: Duration| {
+            d.as_ref()
+                .and_then(|d| self.duration(d, field))
+                .unwrap_or(default)
+        };
+        let repeat_expiring = duration(
+            &raw.repeat_expiring,
+            "alerts.repeat_expiring",
+            Duration::from_secs(86_400),
+        );
+        let repeat_failing = duration(
+            &raw.repeat_failing,
+            "alerts.repeat_failing",
+            Duration::from_secs(3600),
+        );
+        let failing_after = duration(
+            &raw.refresh_failing_after,
+            "alerts.refresh_failing_after",
+            Duration::from_secs(900),
+        );
+        let mut cron = |c: &Option<Spanned<String>>, field: &str| {
+            c.as_ref().map(|c| {
+                let ok = tokio_cron_scheduler::Job::new_async(c.get_ref().as_str(), |_, _| Box::pin(async {})).is_ok();
+                if !ok {
+                    self.problem(
+                        c.span(),
+                        field,
+                        format!(
+                            "`{}` is not a cron expression with seconds; write e.g. \"0 * * * * *\" \
+                             (every minute) or \"0 0 9 * * *\" (09:00 UTC daily)",
+                            c.get_ref()
+                        ),
+                    );
+                }
+                c.get_ref().clone()
+            })
+        };
+        let sweep = cron(&raw.sweep, "alerts.sweep").unwrap_or_else(|| "0 * * * * *".into());
+        let digest = cron(&raw.digest, "alerts.digest").or_else(|| Some("0 0 9 * * *".into()));
+        let source = raw.source.unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "tokend".into())
+        });
+        let mut names = std::collections::HashSet::new();
+        let mut sinks: Vec<alert::SinkSpec> = raw
+            .sink
+            .into_iter()
+            .filter_map(|s| {
+                let name = s.name.get_ref().clone();
+                if !names.insert(name.clone()) {
+                    self.problem(
+                        s.name.span(),
+                        &format!("alerts.sink.{name}.name"),
+                        format!("duplicate sink name `{name}`"),
+                    );
+                }
+                self.sink(s)
+            })
+            .collect();
+        if sinks.is_empty() {
+            sinks.push(alert::SinkSpec {
+                name: "log".into(),
+                min_severity: alert::Severity::Info,
+                credentials: Vec::new(),
+                kind: alert::SinkKind::Log,
+            });
+        }
+        alert::Settings {
+            thresholds,
+            repeat_expiring,
+            repeat_failing,
+            failing_after,
+            sweep,
+            digest,
+            source,
+            sinks,
+        }
+    }
+
+    fn sink(&mut self, raw: RawSink) -> Option<alert::SinkSpec> {
+        let name = raw.name.get_ref().clone();
+        let field = |f: &str| format!("alerts.sink.{name}.{f}");
+        let min_severity = match &raw.min_severity {
+            None => alert::Severity::Info,
+            Some(s) => alert::Severity::parse(s.get_ref()).unwrap_or_else(|| {
+                self.problem(
+                    s.span(),
+                    &field("min_severity"),
+                    format!(
+                        "`{}` is not a severity; use info, warning or critical",
+                        s.get_ref()
+                    ),
+                );
+                alert::Severity::Info
+            }),
+        };
+        let at = raw.kind.span();
+        let kind = match raw.kind.get_ref().as_str() {
+            "log" => Some(alert::SinkKind::Log),
+            "webhook" => {
+                let url = match (&raw.url, &raw.url_secret) {
+                    (Some(u), None) => Some(secrecy::SecretString::from(u.get_ref().as_str())),
+                    (None, s @ Some(_)) => self
+                        .secret(s.as_ref(), at.clone(), &field("url_secret"))
+                        .map(|(_, s)| s),
+                    _ => {
+                        self.problem(
+                            at.clone(),
+                            &field("url"),
+                            "set exactly one of url and url_secret (a secret source, for URLs \
+                             that embed a token, like Slack's)"
+                                .into(),
+                        );
+                        None
+                    }
+                };
+                let slack = match raw.format.as_ref().map(|f| f.get_ref().as_str()) {
+                    None | Some("json") => false,
+                    Some("slack") => true,
+                    Some(other) => {
+                        self.problem(
+                            raw.format.as_ref().map_or(at, Spanned::span),
+                            &field("format"),
+                            format!("unknown format `{other}`; use \"json\" or \"slack\""),
+                        );
+                        false
+                    }
+                };
+                url.map(|url| alert::SinkKind::Webhook {
+                    url,
+                    slack,
+                    headers: raw
+                        .headers
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                })
+            }
+            "pagerduty" => {
+                let routing_key = self
+                    .secret(raw.routing_key.as_ref(), at, &field("routing_key"))
+                    .map(|(_, s)| s);
+                let url = raw.url.as_ref().map_or_else(
+                    || "https://events.pagerduty.com/v2/enqueue".to_owned(),
+                    |u| u.get_ref().clone(),
+                );
+                routing_key.map(|routing_key| alert::SinkKind::PagerDuty { url, routing_key })
+            }
+            "exec" => {
+                let command = raw
+                    .command
+                    .as_ref()
+                    .map(|c| c.get_ref().clone())
+                    .unwrap_or_default();
+                if command.is_empty() {
+                    self.problem(
+                        at,
+                        &field("command"),
+                        "missing; give the program and its arguments, e.g. command = \
+                         [\"/usr/local/bin/notify\", \"--team\", \"sre\"]"
+                            .into(),
+                    );
+                }
+                let timeout = raw
+                    .timeout
+                    .as_ref()
+                    .and_then(|t| self.duration(t, &field("timeout")))
+                    .unwrap_or(Duration::from_secs(10));
+                (!command.is_empty()).then_some(alert::SinkKind::Exec { command, timeout })
+            }
+            other => {
+                self.problem(
+                    at,
+                    &field("type"),
+                    format!("unknown sink type `{other}`; use log, webhook, pagerduty or exec"),
+                );
+                None
+            }
+        }?;
+        Some(alert::SinkSpec {
+            name,
+            min_severity,
+            credentials: raw
+                .credentials
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+            kind,
         })
     }
 

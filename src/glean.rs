@@ -227,9 +227,10 @@ impl fmt::Display for ActAsPattern {
     }
 }
 
-/// Iterative `*` glob with single-star backtracking: linear in practice and
+/// Iterative `*` glob (pattern in lower case; text compared ignoring ASCII
+/// case) with single-star backtracking: linear in practice and
 /// never recursive, so a hostile pattern cannot blow the stack.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {

@@ -23,6 +23,7 @@
 //! - [`clock`]: time as read and as shown.
 //! - `src/bin/tokend.rs`, `src/bin/tokenctl.rs`: thin binaries over the above.
 
+pub mod alert;
 pub mod broker;
 pub mod check;
 pub mod client;
@@ -32,6 +33,7 @@ pub mod credential;
 pub mod daemon;
 pub mod glean;
 pub mod login;
+pub mod metrics;
 pub mod oauth;
 pub mod peer;
 pub mod refresh;

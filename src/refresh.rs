@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::clock;
 use crate::credential::{Credential, Kind, OAuthCredential, OAuthGrant, Schedule};
+use crate::metrics::Metrics;
 use crate::oauth::{self, TokenError};
 use crate::store::{Durability, Record, Store};
 use crate::token::{Snapshot, State, Token};
@@ -105,6 +106,7 @@ pub struct Driver {
     store: Arc<Store>,
     http: reqwest::Client,
     settings: Settings,
+    metrics: Arc<Metrics>,
     /// The last committed record.
     record: Record,
     token_endpoint: Option<String>,
@@ -125,6 +127,7 @@ impl Driver {
         store: Arc<Store>,
         http: reqwest::Client,
         settings: Settings,
+        metrics: Arc<Metrics>,
     ) -> (Self, Handle) {
         let (tx, rx) = mpsc::channel(16);
         let wake = Arc::new(Notify::new());
@@ -144,6 +147,7 @@ impl Driver {
             store,
             http,
             settings,
+            metrics,
             record: Record::default(),
             token_endpoint,
             metadata: None,
@@ -201,6 +205,12 @@ impl Driver {
             Ok(Err(e)) => return self.stop(State::Misconfigured, e.to_string()),
             Err(e) => return self.stop(State::Misconfigured, e.to_string()),
         }
+        let login_expires_at = self.login_expires_at();
+        self.publish.send_modify(|s| {
+            let mut next = Snapshot::clone(s);
+            next.login_expires_at = login_expires_at;
+            *s = Arc::new(next);
+        });
         if let Some(at) = self.record.refreshing_since {
             let at = Timestamp::from_second(at).unwrap_or_default();
             tracing::warn!(since = %at, "a refresh was in flight when tokend last stopped; trying the stored refresh token");
@@ -368,6 +378,7 @@ impl Driver {
         };
         let record = Record {
             refresh_token: Some(Zeroizing::new(refresh_token.expose_secret().to_owned())),
+            logged_in_at: Some(now.as_second()),
             ..Record::default()
         };
         // The refresh token is committed before anything is served.
@@ -467,6 +478,7 @@ impl Driver {
         let now = clock::now();
         let mut record = Record {
             refresh_token: Some(Zeroizing::new(refresh_token.expose_secret().to_owned())),
+            logged_in_at: Some(now.as_second()),
             ..Record::default()
         };
         if let Some((access, exp)) = &access_token {
@@ -551,6 +563,12 @@ impl Driver {
             result = self.request(&endpoint, Some(&previous), now).await;
         }
         let elapsed = started.elapsed();
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(TokenError::Permanent { .. }) => "permanent",
+            Err(_) => "transient",
+        };
+        self.metrics.refresh(outcome, started);
         match result {
             Ok(tokens) => {
                 if self.settings.crash_after_token_response {
@@ -788,7 +806,17 @@ impl Driver {
             last_error: None,
             last_refresh: Some(now),
             next_refresh,
+            login_expires_at: self.login_expires_at(),
         }));
+    }
+
+    /// When the login's refresh token reaches the source's lifetime limit.
+    fn login_expires_at(&self) -> Option<Timestamp> {
+        let lifetime = SignedDuration::try_from(self.oauth().refresh_token_lifetime?).ok()?;
+        Timestamp::from_second(self.record.logged_in_at?)
+            .ok()?
+            .checked_add(lifetime)
+            .ok()
     }
 
     /// The token endpoint: configured, or discovered once from the issuer.

@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use tokio::net::UnixListener;
@@ -15,9 +15,11 @@ use tonic::{Request, Response, Status};
 
 use secrecy::SecretString;
 
+use crate::alert::{Engine, TestAlertError};
 use crate::broker::{Broker, BrokerError, Grant, HeadersRequest};
 use crate::clock;
 use crate::config::Daemon;
+use crate::metrics::Metrics;
 use crate::peer::{Peer, PeerStream};
 use crate::proto;
 use crate::proto::admin_server::{Admin, AdminServer};
@@ -133,6 +135,8 @@ fn chown_group(path: &Path, gid: Option<u32>) -> Result<(), ServerError> {
 /// accepting and gives in-flight calls up to `drain` to finish.
 pub async fn serve(
     broker: Arc<Broker>,
+    alerts: Option<Arc<Engine>>,
+    metrics: Arc<Metrics>,
     socket: BoundSocket,
     shutdown: CancellationToken,
     drain: Duration,
@@ -152,9 +156,12 @@ pub async fn serve(
         .add_service(reflection().build_v1alpha()?)
         .add_service(AdminServer::new(AdminService {
             broker: Arc::clone(&broker),
+            alerts: alerts.clone(),
         }))
         .add_service(TokenBrokerServer::new(BrokerService {
             broker,
+            alerts,
+            metrics,
             shutdown: shutdown.clone(),
         }));
 
@@ -209,6 +216,8 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 struct BrokerService {
     broker: Arc<Broker>,
+    alerts: Option<Arc<Engine>>,
+    metrics: Arc<Metrics>,
     /// Ends open `WatchHeaders` streams when the daemon stops, so draining
     /// does not wait for them.
     shutdown: CancellationToken,
@@ -286,9 +295,8 @@ fn response(grant: &Grant<'_>) -> proto::GetHeadersResponse {
 type HeaderStream =
     std::pin::Pin<Box<dyn Stream<Item = Result<proto::GetHeadersResponse, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl TokenBroker for BrokerService {
-    async fn get_headers(
+impl BrokerService {
+    async fn get_headers_inner(
         &self,
         req: Request<proto::GetHeadersRequest>,
     ) -> Result<Response<proto::GetHeadersResponse>, Status> {
@@ -311,6 +319,22 @@ impl TokenBroker for BrokerService {
                 Err(status)
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl TokenBroker for BrokerService {
+    async fn get_headers(
+        &self,
+        req: Request<proto::GetHeadersRequest>,
+    ) -> Result<Response<proto::GetHeadersResponse>, Status> {
+        let started = Instant::now();
+        let result = self.get_headers_inner(req).await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.grpc("GetHeaders", code, started);
+        result
     }
 
     type WatchHeadersStream = HeaderStream;
@@ -395,6 +419,39 @@ impl TokenBroker for BrokerService {
         Ok(Response::new(proto::InvalidateResponse { refreshing }))
     }
 
+    async fn list_alerts(
+        &self,
+        req: Request<proto::ListAlertsRequest>,
+    ) -> Result<Response<proto::ListAlertsResponse>, Status> {
+        let peer = peer(&req)?;
+        let Some(engine) = &self.alerts else {
+            return Ok(Response::new(proto::ListAlertsResponse {
+                alerts: Vec::new(),
+            }));
+        };
+        let ts = |s: i64| jiff::Timestamp::from_second(s).ok().map(timestamp);
+        let alerts = engine
+            .open_alerts()
+            .await
+            .into_iter()
+            .filter(|a| self.broker.visible(&peer, &a.credential))
+            .map(|a| proto::Alert {
+                dedup_key: a.dedup_key,
+                credential: a.credential,
+                event: a.event,
+                severity: a.severity.as_str().to_owned(),
+                summary: a.summary,
+                expires_at: a
+                    .expires_at
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .map(timestamp),
+                opened_at: ts(a.opened_at),
+                last_sent: ts(a.last_sent),
+            })
+            .collect();
+        Ok(Response::new(proto::ListAlertsResponse { alerts }))
+    }
+
     async fn list_credentials(
         &self,
         req: Request<proto::ListCredentialsRequest>,
@@ -442,6 +499,7 @@ fn proto_state(s: State) -> proto::CredentialState {
 #[derive(Debug)]
 struct AdminService {
     broker: Arc<Broker>,
+    alerts: Option<Arc<Engine>>,
 }
 
 fn refreshed(token: &Token) -> proto::RefreshResponse {
@@ -557,6 +615,31 @@ impl Admin for AdminService {
             .await?;
         tracing::info!(target: "audit", credential = %r.credential, uid = peer.uid, "logged in");
         Ok(Response::new(refreshed(&token)))
+    }
+
+    async fn test_alert(
+        &self,
+        req: Request<proto::TestAlertRequest>,
+    ) -> Result<Response<proto::TestAlertResponse>, Status> {
+        let peer = peer(&req)?;
+        if !self.broker.is_admin(&peer) {
+            return Err(BrokerError::NotAdmin {
+                uid: peer.uid,
+                action: "send test alerts",
+            }
+            .into());
+        }
+        let engine = self.alerts.as_ref().ok_or_else(|| {
+            Status::failed_precondition("no [alerts] table in the config: no sinks to test")
+        })?;
+        engine
+            .test(&req.get_ref().sink)
+            .await
+            .map_err(|e| match e {
+                TestAlertError::NoSuchSink(_) => Status::not_found(e.to_string()),
+                TestAlertError::Failed { .. } => Status::unavailable(e.to_string()),
+            })?;
+        Ok(Response::new(proto::TestAlertResponse {}))
     }
 
     async fn logout(

@@ -22,6 +22,8 @@ use zeroize::Zeroizing;
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Open alerts by dedup key (sealed like records: summaries name credentials).
+const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
 /// A known plaintext sealed at creation: opening it proves the key is right
 /// before any record is touched.
 const KEY_CHECK: &[u8] = b"tokend store v1";
@@ -205,6 +207,9 @@ pub struct Record {
     /// An imported Glean secret.
     pub secret: Option<Secret>,
     pub secret_expires_at: Option<i64>,
+    /// When the refresh token's grant was obtained (login), Unix seconds: the
+    /// start of the source's refresh-token lifetime.
+    pub logged_in_at: Option<i64>,
 }
 
 impl std::fmt::Debug for Record {
@@ -352,6 +357,34 @@ impl Store {
         })
     }
 
+    /// Records an open alert (durably: a restart must not page again).
+    pub fn put_alert(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let sealed = self.seal(&alert_name(key), value);
+        self.write(ALERTS, |t| t.insert(key, sealed.as_slice()).map(drop))
+    }
+
+    pub fn remove_alert(&self, key: &str) -> Result<(), StoreError> {
+        self.write(ALERTS, |t| t.remove(key).map(drop))
+    }
+
+    /// Every open alert recorded; unreadable entries are skipped.
+    pub fn alerts(&self) -> Result<Vec<Zeroizing<Vec<u8>>>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| db_error(&self.path, e))?;
+        let table = match read.open_table(ALERTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_error(&self.path, e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| db_error(&self.path, e))? {
+            let (k, v) = entry.map_err(|e| db_error(&self.path, e))?;
+            if let Some(plain) = open_sealed(&self.cipher, &alert_name(k.value()), v.value()) {
+                out.push(plain);
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes the record for `name`. Blocking.
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
         self.write(RECORDS, |t| t.remove(name).map(drop))
@@ -466,6 +499,11 @@ fn open_sealed(
         )
         .ok()
         .map(Zeroizing::new)
+}
+
+/// Alert entries are sealed under a name no credential can have.
+fn alert_name(key: &str) -> String {
+    format!("\0alert/{key}")
 }
 
 fn aad(name: &str) -> Vec<u8> {

@@ -117,6 +117,9 @@ pub struct Snapshot {
     pub last_error: Option<Arc<str>>,
     pub last_refresh: Option<Timestamp>,
     pub next_refresh: Option<Timestamp>,
+    /// When the login's refresh token reaches the source's configured
+    /// lifetime (`refresh_token_lifetime`), if known.
+    pub login_expires_at: Option<Timestamp>,
 }
 
 impl Snapshot {
@@ -127,6 +130,7 @@ impl Snapshot {
             last_error: None,
             last_refresh: None,
             next_refresh: None,
+            login_expires_at: None,
         }
     }
 

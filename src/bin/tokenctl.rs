@@ -16,7 +16,8 @@ use tokend::proto::admin_client::AdminClient;
 use tokend::proto::token_broker_client::TokenBrokerClient;
 use tokend::proto::{
     self, BeginLoginRequest, CompleteLoginRequest, CredentialState, GetHeadersRequest,
-    ImportSecretRequest, ListCredentialsRequest, LogoutRequest, RefreshRequest,
+    ImportSecretRequest, ListAlertsRequest, ListCredentialsRequest, LogoutRequest, RefreshRequest,
+    TestAlertRequest,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -119,6 +120,17 @@ enum Command {
         /// credential's `instance`).
         #[arg(long)]
         instance: Option<String>,
+    },
+    /// List open alerts about the credentials you may see.
+    Alerts {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a test event through one alert sink (admins).
+    TestAlert {
+        /// The sink's name in [[alerts.sink]].
+        sink: String,
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
@@ -308,6 +320,47 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             act_as,
             instance,
         } => check(channel, &name, act_as, instance).await?,
+        Command::Alerts { json } => {
+            let alerts = client
+                .list_alerts(ListAlertsRequest {})
+                .await?
+                .into_inner()
+                .alerts;
+            if json {
+                let list: Vec<_> = alerts
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "dedup_key": a.dedup_key,
+                            "credential": a.credential,
+                            "event": a.event,
+                            "severity": a.severity,
+                            "summary": a.summary,
+                            "expires_at": a.expires_at.as_ref().map(rfc3339),
+                            "opened_at": a.opened_at.as_ref().map(rfc3339),
+                        })
+                    })
+                    .collect();
+                print_json(&serde_json::Value::Array(list));
+            } else if alerts.is_empty() {
+                write_stdout(b"no open alerts\n");
+            } else {
+                let mut out = String::new();
+                for a in &alerts {
+                    out.push_str(&format!(
+                        "{:<8}  {:<16}  {}\n",
+                        a.severity, a.event, a.summary
+                    ));
+                }
+                write_stdout(out.as_bytes());
+            }
+        }
+        Command::TestAlert { sink } => {
+            AdminClient::new(channel)
+                .test_alert(TestAlertRequest { sink: sink.clone() })
+                .await?;
+            write_stdout(format!("test alert delivered to `{sink}`\n").as_bytes());
+        }
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
     Ok(())

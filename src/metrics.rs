@@ -1,0 +1,299 @@
+//! Prometheus metrics (OpenMetrics text) on an optional listener, TCP or a
+//! Unix socket. Per-credential gauges are read from the broker at scrape
+//! time, so they are never stale and cost nothing between scrapes.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::token::State;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabel {
+    credential: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    credential: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcLabel {
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+    result: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric tokend exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    expiry: Family<CredentialLabel, FloatGauge>,
+    state: Family<StateLabel, Gauge>,
+    since_refresh: Family<CredentialLabel, FloatGauge>,
+    refresh_attempts: Family<ResultLabel, Counter>,
+    refresh_duration: Family<ResultLabel, Histogram>,
+    grpc_requests: Family<GrpcLabel, Counter>,
+    grpc_duration: Family<MethodLabel, Histogram>,
+    alert_deliveries: Family<SinkLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tokend");
+        let expiry = Family::default();
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "When the credential's current token expires (Unix time)",
+            expiry.clone(),
+        );
+        let state = Family::default();
+        registry.register(
+            "credential_state",
+            "1 for the credential's current state",
+            state.clone(),
+        );
+        let since_refresh = Family::default();
+        registry.register(
+            "credential_seconds_since_refresh",
+            "Seconds since the credential last obtained a token",
+            since_refresh.clone(),
+        );
+        let refresh_attempts = Family::default();
+        registry.register(
+            "refresh_attempts",
+            "Token requests by result (ok, transient, permanent)",
+            refresh_attempts.clone(),
+        );
+        let refresh_duration = Family::<ResultLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 15))
+        });
+        registry.register(
+            "refresh_duration_seconds",
+            "Duration of token requests",
+            refresh_duration.clone(),
+        );
+        let grpc_requests = Family::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls by method and code",
+            grpc_requests.clone(),
+        );
+        let grpc_duration = Family::<MethodLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC call latency by method",
+            grpc_duration.clone(),
+        );
+        let alert_deliveries = Family::default();
+        registry.register(
+            "alert_deliveries",
+            "Alert deliveries by sink and result (ok, failed, dropped)",
+            alert_deliveries.clone(),
+        );
+        Self {
+            registry,
+            expiry,
+            state,
+            since_refresh,
+            refresh_attempts,
+            refresh_duration,
+            grpc_requests,
+            grpc_duration,
+            alert_deliveries,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn refresh(&self, result: &str, started: Instant) {
+        let label = ResultLabel {
+            result: result.to_owned(),
+        };
+        self.refresh_attempts.get_or_create(&label).inc();
+        self.refresh_duration
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn grpc(&self, method: &str, code: tonic::Code, started: Instant) {
+        self.grpc_requests
+            .get_or_create(&GrpcLabel {
+                method: method.to_owned(),
+                code: format!("{code:?}"),
+            })
+            .inc();
+        self.grpc_duration
+            .get_or_create(&MethodLabel {
+                method: method.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn alert_delivery(&self, sink: &str, result: &str) {
+        self.alert_deliveries
+            .get_or_create(&SinkLabel {
+                sink: sink.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The exposition text, with per-credential gauges read from `broker` now.
+    pub fn render(&self, broker: &Broker) -> String {
+        let now = crate::clock::now();
+        self.expiry.clear();
+        self.state.clear();
+        self.since_refresh.clear();
+        for s in broker.list_all(now) {
+            let credential = s.name.to_string();
+            if let Some(at) = s.expires_at {
+                self.expiry
+                    .get_or_create(&CredentialLabel {
+                        credential: credential.clone(),
+                    })
+                    .set(at.as_millisecond() as f64 / 1000.0);
+            }
+            if let Some(at) = s.last_refresh {
+                self.since_refresh
+                    .get_or_create(&CredentialLabel {
+                        credential: credential.clone(),
+                    })
+                    .set(now.duration_since(at).as_secs_f64());
+            }
+            for state in [
+                State::Fresh,
+                State::Refreshing,
+                State::Stale,
+                State::Expired,
+                State::NeedsLogin,
+                State::Misconfigured,
+            ] {
+                self.state
+                    .get_or_create(&StateLabel {
+                        credential: credential.clone(),
+                        state: state.as_str().to_owned(),
+                    })
+                    .set(i64::from(s.state == state));
+            }
+        }
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Where `[metrics] listen` points: `host:port`, or `unix:/path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+}
+
+/// Serves `GET /metrics` until `shutdown`.
+pub async fn serve(
+    listen: Listen,
+    metrics: std::sync::Arc<Metrics>,
+    broker: std::sync::Arc<Broker>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    macro_rules! accept_loop {
+        ($listener:expr) => {
+            loop {
+                let stream = tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    r = $listener.accept() => match r {
+                        Ok((s, _)) => s,
+                        Err(_) => continue,
+                    },
+                };
+                let (metrics, broker) = (metrics.clone(), broker.clone());
+                tokio::spawn(async move {
+                    let (read, write) = tokio::io::split(stream);
+                    let _ = answer(read, write, &metrics, &broker).await;
+                });
+            }
+        };
+    }
+    match listen {
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(&addr).await?;
+            tracing::info!(%addr, "metrics listening");
+            accept_loop!(listener)
+        }
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            tracing::info!(path = %path.display(), "metrics listening");
+            accept_loop!(listener)
+        }
+    }
+}
+
+async fn answer<R, W>(
+    read: R,
+    mut write: W,
+    metrics: &Metrics,
+    broker: &Broker,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut lines = BufReader::new(read).lines();
+    let request = lines.next_line().await?.unwrap_or_default();
+    while let Some(line) = lines.next_line().await? {
+        if line.is_empty() {
+            break;
+        }
+    }
+    let path = request.split(' ').nth(1).unwrap_or("");
+    let (status, kind, body) =
+        if request.starts_with("GET ") && path.split('?').next() == Some("/metrics") {
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.render(broker),
+            )
+        } else {
+            ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
+        };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    write.write_all(head.as_bytes()).await?;
+    write.write_all(body.as_bytes()).await?;
+    write.shutdown().await
+}
