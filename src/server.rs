@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::Stream;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
+use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 
 use secrecy::SecretString;
@@ -151,6 +152,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
+        .layer(GrpcMetrics::layer(metrics))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -161,7 +163,6 @@ pub async fn serve(
         .add_service(TokenBrokerServer::new(BrokerService {
             broker,
             alerts,
-            metrics,
             shutdown: shutdown.clone(),
         }));
 
@@ -184,6 +185,70 @@ pub async fn serve(
     }
     drop(socket);
     Ok(())
+}
+
+/// Counts every gRPC call by method and code, and times it to its response
+/// headers (the whole call for unary methods; the first message for
+/// streams). The code is the `grpc-status` of a trailers-only (error)
+/// response, else OK.
+#[derive(Clone, Debug)]
+struct GrpcMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl GrpcMetrics<()> {
+    fn layer<S>(metrics: Arc<Metrics>) -> impl tower::Layer<S, Service = GrpcMetrics<S>> + Clone {
+        tower::layer::layer_fn(move |inner| GrpcMetrics {
+            inner,
+            metrics: Arc::clone(&metrics),
+        })
+    }
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // Only our own services' method names become labels: a local client
+        // sending junk paths must not grow the metric set without bound.
+        let path = req.uri().path();
+        let known = ["/tokend.v1.", "/grpc.health.v1.", "/grpc.reflection."];
+        let method = if known.iter().any(|p| path.starts_with(p)) {
+            path.rsplit('/').next().unwrap_or("").to_owned()
+        } else {
+            "other".to_owned()
+        };
+        let started = Instant::now();
+        let call = self.inner.call(req);
+        let metrics = Arc::clone(&self.metrics);
+        Box::pin(async move {
+            let response = call.await;
+            if let Ok(r) = &response {
+                let code = r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                metrics.grpc(&method, code, started);
+            }
+            response
+        })
+    }
 }
 
 /// Accepted connections with their peer credentials. An accept error (out of
@@ -217,7 +282,6 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 struct BrokerService {
     broker: Arc<Broker>,
     alerts: Option<Arc<Engine>>,
-    metrics: Arc<Metrics>,
     /// Ends open `WatchHeaders` streams when the daemon stops, so draining
     /// does not wait for them.
     shutdown: CancellationToken,
@@ -295,8 +359,9 @@ fn response(grant: &Grant<'_>) -> proto::GetHeadersResponse {
 type HeaderStream =
     std::pin::Pin<Box<dyn Stream<Item = Result<proto::GetHeadersResponse, Status>> + Send>>;
 
-impl BrokerService {
-    async fn get_headers_inner(
+#[tonic::async_trait]
+impl TokenBroker for BrokerService {
+    async fn get_headers(
         &self,
         req: Request<proto::GetHeadersRequest>,
     ) -> Result<Response<proto::GetHeadersResponse>, Status> {
@@ -319,22 +384,6 @@ impl BrokerService {
                 Err(status)
             }
         }
-    }
-}
-
-#[tonic::async_trait]
-impl TokenBroker for BrokerService {
-    async fn get_headers(
-        &self,
-        req: Request<proto::GetHeadersRequest>,
-    ) -> Result<Response<proto::GetHeadersResponse>, Status> {
-        let started = Instant::now();
-        let result = self.get_headers_inner(req).await;
-        let code = result
-            .as_ref()
-            .map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.metrics.grpc("GetHeaders", code, started);
-        result
     }
 
     type WatchHeadersStream = HeaderStream;

@@ -399,6 +399,9 @@ allow = {{ uids = [0] }}
         "tokend_refresh_duration_seconds_bucket",
         "tokend_alert_deliveries_total{sink=\"pd\",result=\"ok\"} 6",
         "tokend_credential_seconds_since_refresh{credential=\"sso\"}",
+        "tokend_grpc_requests_total{method=\"Refresh\",code=\"Ok\"}",
+        "tokend_grpc_requests_total{method=\"Refresh\",code=\"FailedPrecondition\"}",
+        "tokend_grpc_request_duration_seconds_bucket{le=",
     ] {
         assert!(text.contains(needle), "no {needle} in\n{text}");
     }
@@ -420,6 +423,7 @@ async fn exec_and_log_sinks_test_alerts_and_the_alert_list() {
             r#"{}
 [alerts]
 sweep = "* * * * * *"
+digest = "* * * * * *"
 
 [[alerts.sink]]
 name = "script"
@@ -471,5 +475,9 @@ allow = {{ uids = [0] }}
             .logs()
             .lines()
             .any(|l| l.contains(" alert: ") && l.contains("dedup_key=old/expiry"))
+    );
+    // The digest lists what expires within the largest threshold.
+    daemon.wait_for_log(
+        "tokend digest: 1 expiring within 14d 0h: old (token) expires at 2020-01-01T00:00:00Z",
     );
 }
