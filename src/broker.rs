@@ -13,9 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use secrecy::ExposeSecret;
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 use crate::clock;
@@ -45,8 +48,8 @@ pub struct Grant<'a> {
     pub token: Arc<Token>,
     /// Value for `X-Glean-ActAs`, for global Glean tokens.
     pub act_as: Option<&'a str>,
-    /// Configured extra headers (OAuth credentials).
-    pub extra_headers: &'a [(String, String)],
+    /// The credential served, for its configured extra headers.
+    pub credential: Arc<Credential>,
     /// The token has less than `min_valid` left and refreshing is failing;
     /// served only where the credential allows `serve_stale`.
     pub stale: bool,
@@ -58,10 +61,17 @@ impl Grant<'_> {
         std::iter::once(("Authorization", self.token.authorization()))
             .chain(self.act_as.map(|a| (glean::ACT_AS_HEADER, a)))
             .chain(
-                self.extra_headers
+                self.extra_headers()
                     .iter()
                     .map(|(n, v)| (n.as_str(), v.as_str())),
             )
+    }
+
+    fn extra_headers(&self) -> &[(String, String)] {
+        match &self.credential.kind {
+            Kind::OAuth(o) => &o.extra_headers,
+            Kind::Glean(_) => &[],
+        }
     }
 }
 
@@ -209,9 +219,26 @@ pub struct Status {
 #[derive(Debug)]
 struct Slot {
     credential: Arc<Credential>,
+    /// Of the credential's definition and secrets: equal means unchanged
+    /// by a reload.
+    fingerprint: [u8; 32],
+    /// Kept across reloads that change the credential, so watchers follow.
     current: watch::Sender<Arc<Snapshot>>,
     /// Present for credentials that renew (OAuth).
     driver: Option<Handle>,
+    /// The driver task, awaited before a replacement driver starts: two
+    /// drivers must never refresh one rotating refresh token at once.
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Stops this credential's driver (a child of the broker's).
+    cancel: CancellationToken,
+}
+
+/// The credentials in force: replaced whole by a reload.
+#[derive(Debug, Default)]
+struct Slots {
+    map: HashMap<Arc<str>, Arc<Slot>>,
+    /// Sorted, for stable listings.
+    names: Vec<Arc<str>>,
 }
 
 /// What the broker needs beyond the config.
@@ -224,67 +251,155 @@ pub struct Services {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// What a reload changed, by credential name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+}
+
 /// Every configured credential, by name.
 #[derive(Debug)]
 pub struct Broker {
-    slots: HashMap<Arc<str>, Slot>,
-    /// Sorted, for stable listings.
-    names: Vec<Arc<str>>,
+    /// Read lock-free on every call; swapped whole by `reload`.
+    slots: ArcSwap<Slots>,
     admins: Admins,
     store: Option<Arc<Store>>,
+    services: Services,
+    drivers: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl Broker {
-    /// Builds the broker and the refresh drivers its OAuth credentials need;
-    /// the caller spawns the drivers. Reads imported Glean secrets from the
-    /// store (blocking; at startup).
-    pub fn new(config: Config, services: Services) -> Result<(Self, Vec<Driver>), BrokerError> {
-        let admins = config.daemon.admins;
-        let mut names = Vec::with_capacity(config.credentials.len());
-        let mut slots = HashMap::with_capacity(config.credentials.len());
-        let mut drivers = Vec::new();
-        for credential in config.credentials {
-            let credential = Arc::new(credential);
-            let name = Arc::clone(&credential.name);
-            let store = services.store.as_ref();
-            let (current, driver) = match &credential.kind {
-                Kind::Glean(g) => {
-                    let (tx, _) = watch::channel(Arc::new(glean_snapshot(&name, g, store)?));
-                    (tx, None)
-                }
-                Kind::OAuth(_) => {
-                    let store = store.ok_or_else(|| {
-                        BrokerError::InvalidInput("OAuth credentials need the store".into())
-                    })?;
-                    let (tx, _) = watch::channel(Arc::new(Snapshot::new(State::Refreshing)));
-                    let (driver, handle) = Driver::new(
-                        Arc::clone(&credential),
-                        tx.clone(),
-                        Arc::clone(store),
-                        services.http.clone(),
-                        services.refresh.clone(),
-                        Arc::clone(&services.metrics),
-                    );
-                    drivers.push(driver);
-                    (tx, Some(handle))
-                }
-            };
-            let slot = Slot {
-                credential,
-                current,
-                driver,
-            };
-            slots.insert(Arc::clone(&name), slot);
-            names.push(name);
-        }
-        names.sort();
+    /// Builds the broker and starts the refresh drivers of its OAuth
+    /// credentials (which needs a tokio runtime when there are any). Reads
+    /// imported Glean secrets from the store (blocking; at startup).
+    pub fn start(config: Config, services: Services) -> Result<Self, BrokerError> {
         let broker = Self {
-            slots,
-            names,
-            admins,
-            store: services.store,
+            slots: ArcSwap::default(),
+            admins: config.daemon.admins.clone(),
+            store: services.store.clone(),
+            services,
+            drivers: TaskTracker::new(),
+            stop: CancellationToken::new(),
         };
-        Ok((broker, drivers))
+        broker.reload(config)?;
+        Ok(broker)
+    }
+
+    /// Applies `config`'s credentials: unchanged ones keep their slot (token,
+    /// timers, watchers); changed ones restart their lifecycle on the same
+    /// channel, so watchers see the new token; removed ones stop, which ends
+    /// their watchers. Daemon-wide settings are not reloaded.
+    pub fn reload(&self, config: Config) -> Result<Reloaded, BrokerError> {
+        let old = self.slots.load_full();
+        let mut slots = Slots::default();
+        let mut report = Reloaded::default();
+        // Build everything first: a failure leaves the running set untouched.
+        let mut fresh = Vec::new();
+        for credential in config.credentials {
+            let fingerprint = credential.fingerprint();
+            let name = Arc::clone(&credential.name);
+            match old.map.get(&name) {
+                Some(slot) if slot.fingerprint == fingerprint => {
+                    report.unchanged += 1;
+                    slots.map.insert(Arc::clone(&name), Arc::clone(slot));
+                }
+                previous => {
+                    let current = previous.map(|p| p.current.clone());
+                    let (slot, driver) =
+                        self.new_slot(Arc::new(credential), fingerprint, current)?;
+                    match previous {
+                        Some(_) => report.changed.push(name.to_string()),
+                        None => report.added.push(name.to_string()),
+                    }
+                    fresh.push((Arc::clone(&slot), driver, previous.cloned()));
+                    slots.map.insert(Arc::clone(&name), slot);
+                }
+            }
+            slots.names.push(name);
+        }
+        slots.names.sort();
+        for (name, slot) in &old.map {
+            if !slots.map.contains_key(name) {
+                report.removed.push(name.to_string());
+                slot.cancel.cancel();
+            }
+        }
+        for (slot, driver, previous) in fresh {
+            let before = previous.and_then(|p| {
+                p.cancel.cancel();
+                p.task.lock().ok()?.take()
+            });
+            let Some(driver) = driver else { continue };
+            // The replaced driver finishes any refresh in flight first.
+            let cancel = slot.cancel.clone();
+            let task = self.drivers.spawn(async move {
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                driver.run(cancel).await;
+            });
+            *slot.task.lock().expect("not poisoned") = Some(task);
+        }
+        self.slots.store(Arc::new(slots));
+        Ok(report)
+    }
+
+    /// A slot for `credential`; a changed credential passes its old
+    /// channel as `current`, so its watchers see the new token.
+    fn new_slot(
+        &self,
+        credential: Arc<Credential>,
+        fingerprint: [u8; 32],
+        current: Option<watch::Sender<Arc<Snapshot>>>,
+    ) -> Result<(Arc<Slot>, Option<Driver>), BrokerError> {
+        let store = self.services.store.as_ref();
+        let (snapshot, renews) = match &credential.kind {
+            Kind::Glean(g) => (glean_snapshot(&credential.name, g, store)?, false),
+            Kind::OAuth(_) => (Snapshot::new(State::Refreshing), true),
+        };
+        let current = match current {
+            Some(tx) => {
+                tx.send_replace(Arc::new(snapshot));
+                tx
+            }
+            None => watch::channel(Arc::new(snapshot)).0,
+        };
+        let (driver, handle) = if renews {
+            let store = store.ok_or_else(|| {
+                BrokerError::InvalidInput("OAuth credentials need the store".into())
+            })?;
+            let (driver, handle) = Driver::new(
+                Arc::clone(&credential),
+                current.clone(),
+                Arc::clone(store),
+                self.services.http.clone(),
+                self.services.refresh.clone(),
+                Arc::clone(&self.services.metrics),
+            );
+            (Some(driver), Some(handle))
+        } else {
+            (None, None)
+        };
+        let slot = Arc::new(Slot {
+            credential,
+            fingerprint,
+            current,
+            driver: handle,
+            task: std::sync::Mutex::new(None),
+            cancel: self.stop.child_token(),
+        });
+        Ok((slot, driver))
+    }
+
+    /// Stops every refresh driver and waits for them.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.drivers.close();
+        self.drivers.wait().await;
     }
 
     /// Whether `peer` may call administrative methods and see everything.
@@ -293,21 +408,26 @@ impl Broker {
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.load().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
-    fn slot(&self, name: &str) -> Result<&Slot, BrokerError> {
-        self.slots.get(name).ok_or_else(|| BrokerError::NotFound {
-            name: name.to_owned(),
-        })
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, BrokerError> {
+        self.slots
+            .load()
+            .map
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::NotFound {
+                name: name.to_owned(),
+            })
     }
 
     /// The slot for `name` if `peer` may use it.
-    fn allowed_slot(&self, peer: &Peer, name: &str) -> Result<&Slot, BrokerError> {
+    fn allowed_slot(&self, peer: &Peer, name: &str) -> Result<Arc<Slot>, BrokerError> {
         let slot = self.slot(name)?;
         if slot.credential.admits(peer) {
             Ok(slot)
@@ -333,13 +453,13 @@ impl Broker {
         let slot = self.allowed_slot(peer, req.credential)?;
         let mut rx = None;
         loop {
-            if let Some(grant) = self.try_get(slot, peer, req, clock::now())? {
+            if let Some(grant) = self.try_get(&slot, peer, req, clock::now())? {
                 return Ok(grant);
             }
             let rx = rx.get_or_insert_with(|| slot.current.subscribe());
             rx.borrow_and_update();
             // Re-check after subscribing: a refresh may have landed between.
-            if let Some(grant) = self.try_get(slot, peer, req, clock::now())? {
+            if let Some(grant) = self.try_get(&slot, peer, req, clock::now())? {
                 return Ok(grant);
             }
             if let Some(d) = &slot.driver {
@@ -369,12 +489,12 @@ impl Broker {
         now: Timestamp,
     ) -> Result<Option<Grant<'a>>, BrokerError> {
         let slot = self.allowed_slot(peer, req.credential)?;
-        self.try_get(slot, peer, req, now)
+        self.try_get(&slot, peer, req, now)
     }
 
     fn try_get<'a>(
-        &'a self,
-        slot: &'a Slot,
+        &self,
+        slot: &Slot,
         peer: &Peer,
         req: HeadersRequest<'a>,
         now: Timestamp,
@@ -422,7 +542,7 @@ impl Broker {
                 Ok(Some(Grant {
                     token,
                     act_as,
-                    extra_headers: &[],
+                    credential: Arc::clone(&slot.credential),
                     stale: false,
                 }))
             }
@@ -455,7 +575,7 @@ impl Broker {
                 let grant = |token: &Arc<Token>, stale| Grant {
                     token: Arc::clone(token),
                     act_as: None,
-                    extra_headers: &o.extra_headers,
+                    credential: Arc::clone(&slot.credential),
                     stale,
                 };
                 if let Some(t) = &snap.token
@@ -521,7 +641,7 @@ impl Broker {
         peer: &Peer,
         name: &str,
         action: &'static str,
-    ) -> Result<&Slot, BrokerError> {
+    ) -> Result<Arc<Slot>, BrokerError> {
         if !self.is_admin(peer) {
             return Err(BrokerError::NotAdmin {
                 uid: peer.uid,
@@ -542,9 +662,9 @@ impl Broker {
     /// Refreshes `name` now (admin only) and returns the new token.
     pub async fn refresh(&self, peer: &Peer, name: &str) -> Result<Arc<Token>, BrokerError> {
         let slot = self.admin_slot(peer, name, "refresh credentials")?;
-        let driver = self.driver(slot, "it does not refresh; rotate its secret instead")?;
+        let driver = self.driver(&slot, "it does not refresh; rotate its secret instead")?;
         let (reply, answer) = oneshot::channel();
-        self.ask(slot, driver, Command::Refresh { reply }, answer)
+        self.ask(&slot, driver, Command::Refresh { reply }, answer)
             .await
     }
 
@@ -557,7 +677,7 @@ impl Broker {
         access_token: Option<(secrecy::SecretString, Timestamp)>,
     ) -> Result<Arc<Token>, BrokerError> {
         let slot = self.admin_slot(peer, name, "store refresh tokens")?;
-        let driver = self.driver(slot, "it does not use refresh tokens")?;
+        let driver = self.driver(&slot, "it does not use refresh tokens")?;
         for t in std::iter::once(&refresh_token).chain(access_token.as_ref().map(|(a, _)| a)) {
             if !header_safe(t.expose_secret()) {
                 return Err(BrokerError::InvalidInput(format!(
@@ -571,15 +691,15 @@ impl Broker {
             access_token,
             reply,
         };
-        self.ask(slot, driver, cmd, answer).await
+        self.ask(&slot, driver, cmd, answer).await
     }
 
     /// What a login for `name` needs (admin only); checks the issuer.
     pub async fn begin_login(&self, peer: &Peer, name: &str) -> Result<LoginInfo, BrokerError> {
         let slot = self.admin_slot(peer, name, "log credentials in")?;
-        let driver = self.driver(slot, "it is not an OAuth credential")?;
+        let driver = self.driver(&slot, "it is not an OAuth credential")?;
         let (reply, answer) = oneshot::channel();
-        self.ask(slot, driver, Command::BeginLogin { reply }, answer)
+        self.ask(&slot, driver, Command::BeginLogin { reply }, answer)
             .await
     }
 
@@ -593,7 +713,7 @@ impl Broker {
         redirect_uri: String,
     ) -> Result<Arc<Token>, BrokerError> {
         let slot = self.admin_slot(peer, name, "log credentials in")?;
-        let driver = self.driver(slot, "it is not an OAuth credential")?;
+        let driver = self.driver(&slot, "it is not an OAuth credential")?;
         let (reply, answer) = oneshot::channel();
         let cmd = Command::CompleteLogin {
             code,
@@ -601,15 +721,15 @@ impl Broker {
             redirect_uri,
             reply,
         };
-        self.ask(slot, driver, cmd, answer).await
+        self.ask(&slot, driver, cmd, answer).await
     }
 
     /// Forgets `name`'s refresh token, revoking it first if asked.
     pub async fn logout(&self, peer: &Peer, name: &str, revoke: bool) -> Result<bool, BrokerError> {
         let slot = self.admin_slot(peer, name, "log credentials out")?;
-        let driver = self.driver(slot, "it is not an OAuth credential")?;
+        let driver = self.driver(&slot, "it is not an OAuth credential")?;
         let (reply, answer) = oneshot::channel();
-        self.ask(slot, driver, Command::Logout { revoke, reply }, answer)
+        self.ask(&slot, driver, Command::Logout { revoke, reply }, answer)
             .await
     }
 
@@ -728,14 +848,18 @@ impl Broker {
         self.is_admin(peer)
             || self
                 .slots
+                .load()
+                .map
                 .get(name)
                 .is_some_and(|s| s.credential.admits(peer))
     }
 
     fn statuses(&self, now: Timestamp, keep: impl Fn(&Credential) -> bool) -> Vec<Status> {
-        self.names
+        let slots = self.slots.load();
+        slots
+            .names
             .iter()
-            .filter_map(|n| self.slots.get(n))
+            .filter_map(|n| slots.map.get(n))
             .filter(|s| keep(&s.credential))
             .map(|s| {
                 let c = &s.credential;
@@ -904,9 +1028,7 @@ allow = [{ uids = [1000], act_as = ["*@corp.example"] }, { groups = [50], act_as
             },
             metrics: Arc::default(),
         };
-        let (broker, drivers) = Broker::new(config, services).unwrap();
-        assert!(drivers.is_empty(), "Glean tokens need no refresh driver");
-        broker
+        Broker::start(config, services).unwrap()
     }
 
     /// `try_get_headers`, which must not ask to wait for a Glean token.

@@ -130,6 +130,31 @@ impl AllowRule {
 }
 
 impl Credential {
+    /// A digest of everything that defines the credential, secrets
+    /// included: a reload keeps a credential whose fingerprint is unchanged
+    /// (tokens, timers and watchers intact) and restarts one whose is not,
+    /// as when a rotated secret file is picked up.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use secrecy::ExposeSecret as _;
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        // Debug shows every field but redacts secrets; they are added raw.
+        h.update(format!("{self:?}").as_bytes());
+        let secrets = match &self.kind {
+            Kind::Glean(GleanToken {
+                secret: GleanSecret::Configured { secret, .. },
+                ..
+            }) => Some(secret),
+            Kind::OAuth(o) => o.client.client_secret.as_ref(),
+            Kind::Glean(_) => None,
+        };
+        if let Some(secret) = secrets {
+            h.update([0]);
+            h.update(secret.expose_secret().as_bytes());
+        }
+        h.finalize().into()
+    }
+
     /// Whether any rule admits `peer`.
     pub fn admits(&self, peer: &Peer) -> bool {
         self.allow.iter().any(|r| r.admits(peer))

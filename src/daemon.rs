@@ -73,15 +73,11 @@ pub async fn run(
         refresh: settings,
         metrics: Arc::clone(&metrics),
     };
-    let (broker, drivers) = Broker::new(config, services)?;
-    let broker = Arc::new(broker);
+    let broker = Arc::new(Broker::start(config, services)?);
     let socket = server::bind(&daemon)?;
 
     let tasks = TaskTracker::new();
     let stop_background = CancellationToken::new();
-    for driver in drivers {
-        tasks.spawn(driver.run(stop_background.clone()));
-    }
     let alerts = match alert_settings {
         Some(settings) => {
             let engine = Engine::start(settings, store, http, Arc::clone(&metrics));
@@ -104,6 +100,7 @@ pub async fn run(
     }
     tasks.close();
     tracing::info!(credentials = broker.len(), "tokend started");
+    let broker_for_shutdown = Arc::clone(&broker);
     let served = server::serve(
         broker,
         alerts.as_ref().map(|(e, _)| Arc::clone(e)),
@@ -117,6 +114,7 @@ pub async fn run(
         let _ = scheduler.shutdown().await;
     }
     stop_background.cancel();
+    broker_for_shutdown.shutdown().await;
     tasks.wait().await;
     Ok(served?)
 }

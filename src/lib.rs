@@ -40,6 +40,7 @@ pub mod refresh;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod token;
 
 /// Generated gRPC code for `proto/tokend/v1/tokend.proto`.
