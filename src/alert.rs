@@ -322,6 +322,8 @@ pub struct Engine {
     settings: Settings,
     sinks: Vec<Sink>,
     open: Mutex<BTreeMap<String, Open>>,
+    /// Why the last reload was refused, until one succeeds.
+    config_problem: std::sync::Mutex<Option<String>>,
     store: Option<Arc<Store>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -386,6 +388,7 @@ impl Engine {
             settings,
             sinks,
             open: Mutex::new(open),
+            config_problem: std::sync::Mutex::new(None),
             store,
             metrics,
         })
@@ -393,6 +396,14 @@ impl Engine {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Records why a new config was refused (`None` once one is accepted);
+    /// the next sweep raises or resolves the `config/reload` alert.
+    pub fn set_config_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.config_problem.lock() {
+            *p = problem;
+        }
     }
 
     /// One sweep: compare what holds now with what is open; fire, repeat,
@@ -441,6 +452,43 @@ impl Engine {
                     key,
                     now,
                 ));
+            }
+        }
+        let problem = self.config_problem.lock().ok().and_then(|p| p.clone());
+        if let Some(problem) = problem {
+            let key = "config/reload".to_owned();
+            live.insert(key.clone());
+            let due = open.get(&key).is_none_or(|o| {
+                now.as_second() - o.last_sent >= self.settings.repeat_failing.as_secs() as i64
+            });
+            if due {
+                let summary = format!(
+                    "tokend refused its new config and keeps serving the previous one; fix: {problem}"
+                );
+                let record = Open {
+                    dedup_key: key.clone(),
+                    credential: "(config)".into(),
+                    event: "misconfigured".into(),
+                    stage: 0,
+                    severity: Severity::Critical,
+                    summary: summary.clone(),
+                    expires_at: None,
+                    opened_at: open.get(&key).map_or(now.as_second(), |o| o.opened_at),
+                    last_sent: now.as_second(),
+                };
+                self.persist(&key, Some(&record));
+                open.insert(key.clone(), record);
+                self.dispatch(Event {
+                    event: "misconfigured".into(),
+                    credential: "(config)".into(),
+                    kind: "config".into(),
+                    severity: Severity::Critical,
+                    summary,
+                    expires_at: None,
+                    dedup_key: key,
+                    source: self.settings.source.clone(),
+                    at: now.to_string(),
+                });
             }
         }
         let ended: Vec<String> = open

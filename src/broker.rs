@@ -358,7 +358,19 @@ impl Broker {
     ) -> Result<(Arc<Slot>, Option<Driver>), BrokerError> {
         let store = self.services.store.as_ref();
         let (snapshot, renews) = match &credential.kind {
-            Kind::Glean(g) => (glean_snapshot(&credential.name, g, store)?, false),
+            Kind::Glean(g) => {
+                // Generations keep rising across a change, for watchers and
+                // `Invalidate`.
+                let generation = current
+                    .as_ref()
+                    .and_then(|tx| tx.borrow().token.as_ref().map(|t| t.generation))
+                    .unwrap_or(0)
+                    + 1;
+                (
+                    glean_snapshot(&credential.name, g, store, generation)?,
+                    false,
+                )
+            }
             Kind::OAuth(_) => (Snapshot::new(State::Refreshing), true),
         };
         let current = match current {
@@ -905,6 +917,7 @@ fn glean_snapshot(
     name: &str,
     g: &GleanToken,
     store: Option<&Arc<Store>>,
+    generation: u64,
 ) -> Result<Snapshot, BrokerError> {
     let now = clock::now();
     let token = match &g.secret {
@@ -912,7 +925,7 @@ fn glean_snapshot(
             secret.expose_secret(),
             g.expires_at,
             now,
-            1,
+            generation,
             None,
         )),
         GleanSecret::Stored => {
@@ -924,7 +937,7 @@ fn glean_snapshot(
                     .or(g.expires_at);
                 r.secret
                     .as_ref()
-                    .map(|s| Token::new(s, expires_at, now, 1, None))
+                    .map(|s| Token::new(s, expires_at, now, generation, None))
             })
         }
     };

@@ -58,6 +58,8 @@ pub struct Config {
     /// `[metrics] listen`.
     pub metrics: Option<metrics::Listen>,
     pub credentials: Vec<Credential>,
+    /// Every secret file the config reads, watched for changes.
+    pub secret_files: Vec<PathBuf>,
 }
 
 impl Config {
@@ -183,6 +185,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         file: path,
         text,
         problems: Vec::new(),
+        secret_files: Vec::new(),
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -233,6 +236,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             alerts,
             metrics,
             credentials,
+            secret_files: cx.secret_files,
         })
     } else {
         Err(cx.into_error())
@@ -464,6 +468,8 @@ struct Context<'a> {
     file: &'a Path,
     text: &'a str,
     problems: Vec<Problem>,
+    /// Every secret file read, for the reload watcher.
+    secret_files: Vec<PathBuf>,
 }
 
 impl Context<'_> {
@@ -806,6 +812,15 @@ impl Context<'_> {
                 return None;
             }
         };
+        match &source {
+            SecretSource::File(p) => self.secret_files.push(p.clone()),
+            SecretSource::Credential(c) => {
+                if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+                    self.secret_files.push(Path::new(&dir).join(c));
+                }
+            }
+            SecretSource::Env(_) => {}
+        }
         match source.load() {
             Ok(secret) => Some((source, secret)),
             Err(e) => {

@@ -138,6 +138,9 @@ impl Driver {
             invalidated: Arc::clone(&invalidated),
         };
         let token_endpoint = oauth_of(&credential).token_endpoint.clone();
+        // Continue the generations of a channel taken over from a replaced
+        // driver, so watchers and `Invalidate` never see one repeat.
+        let generation = publish.borrow().token.as_ref().map_or(0, |t| t.generation);
         let driver = Self {
             credential,
             publish,
@@ -151,7 +154,7 @@ impl Driver {
             record: Record::default(),
             token_endpoint,
             metadata: None,
-            generation: 0,
+            generation,
             failures: 0,
             retry_at: None,
             unconfirmed_refresh: None,

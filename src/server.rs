@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use secrecy::SecretString;
 
 use crate::alert::{Engine, TestAlertError};
-use crate::broker::{Broker, BrokerError, Grant, HeadersRequest};
+use crate::broker::{Broker, BrokerError, Grant, HeadersRequest, Reloaded};
 use crate::clock;
 use crate::config::Daemon;
 use crate::metrics::Metrics;
@@ -61,12 +61,37 @@ pub enum ServerError {
 pub struct BoundSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// False for a socket systemd passed in: it belongs to the socket unit.
+    owned: bool,
 }
 
 impl Drop for BoundSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.owned {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+/// Serves on a listening socket passed by socket activation.
+pub fn activated(fd: std::os::fd::OwnedFd) -> Result<BoundSocket, ServerError> {
+    let std = std::os::unix::net::UnixListener::from(fd);
+    let io = |source| ServerError::Io {
+        what: "cannot use the socket passed by systemd",
+        path: PathBuf::from("(LISTEN_FDS)"),
+        source,
+    };
+    std.set_nonblocking(true).map_err(io)?;
+    let path = std
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_owned))
+        .unwrap_or_default();
+    Ok(BoundSocket {
+        listener: UnixListener::from_std(std).map_err(io)?,
+        path,
+        owned: false,
+    })
 }
 
 impl BoundSocket {
@@ -116,6 +141,7 @@ pub fn bind(daemon: &Daemon) -> Result<BoundSocket, ServerError> {
     let bound = BoundSocket {
         listener,
         path: path.clone(),
+        owned: true,
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(daemon.socket_mode))
         .map_err(io("cannot set mode of socket", path))?;
@@ -137,6 +163,7 @@ fn chown_group(path: &Path, gid: Option<u32>) -> Result<(), ServerError> {
 pub async fn serve(
     broker: Arc<Broker>,
     alerts: Option<Arc<Engine>>,
+    reload: Option<ReloadHandle>,
     metrics: Arc<Metrics>,
     socket: BoundSocket,
     shutdown: CancellationToken,
@@ -159,6 +186,7 @@ pub async fn serve(
         .add_service(AdminServer::new(AdminService {
             broker: Arc::clone(&broker),
             alerts: alerts.clone(),
+            reload,
         }))
         .add_service(TokenBrokerServer::new(BrokerService {
             broker,
@@ -409,7 +437,7 @@ impl TokenBroker for BrokerService {
             }
             .record(grant.as_ref().map_or_else(code_of, |_| tonic::Code::Ok));
             let grant = grant?;
-            (response(&grant), grant.token.generation)
+            (response(&grant), grant.token.fingerprint.clone())
         };
         let (tx, out) = tokio::sync::mpsc::channel(4);
         let shutdown = self.shutdown.clone();
@@ -436,9 +464,11 @@ impl TokenBroker for BrokerService {
                     .get_headers(&peer, headers_request(&r, min_valid), wait)
                     .await
                 {
-                    Ok(grant) if grant.token.generation == sent => continue,
+                    // The same token again (a state change, a reload that
+                    // kept it): nothing new to send.
+                    Ok(grant) if grant.token.fingerprint == sent => continue,
                     Ok(grant) => {
-                        sent = grant.token.generation;
+                        sent.clone_from(&grant.token.fingerprint);
                         Ok(response(&grant))
                     }
                     // Refreshing is failing but may recover: keep watching.
@@ -549,7 +579,12 @@ fn proto_state(s: State) -> proto::CredentialState {
 struct AdminService {
     broker: Arc<Broker>,
     alerts: Option<Arc<Engine>>,
+    reload: Option<ReloadHandle>,
 }
+
+/// Asks the daemon to reload its config; answers what changed.
+pub type ReloadHandle =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<Reloaded, String>>>;
 
 fn refreshed(token: &Token) -> proto::RefreshResponse {
     proto::RefreshResponse {
@@ -664,6 +699,40 @@ impl Admin for AdminService {
             .await?;
         tracing::info!(target: "audit", credential = %r.credential, uid = peer.uid, "logged in");
         Ok(Response::new(refreshed(&token)))
+    }
+
+    async fn reload(
+        &self,
+        req: Request<proto::ReloadRequest>,
+    ) -> Result<Response<proto::ReloadResponse>, Status> {
+        let peer = peer(&req)?;
+        if !self.broker.is_admin(&peer) {
+            return Err(BrokerError::NotAdmin {
+                uid: peer.uid,
+                action: "reload the config",
+            }
+            .into());
+        }
+        let reload = self
+            .reload
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("reloading is not available"))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        reload
+            .send(tx)
+            .await
+            .map_err(|_| Status::unavailable("tokend is shutting down"))?;
+        let done = rx
+            .await
+            .map_err(|_| Status::unavailable("tokend is shutting down"))?
+            .map_err(Status::failed_precondition)?;
+        tracing::info!(target: "audit", uid = peer.uid, "config reloaded");
+        Ok(Response::new(proto::ReloadResponse {
+            added: done.added,
+            changed: done.changed,
+            removed: done.removed,
+            unchanged: done.unchanged as u32,
+        }))
     }
 
     async fn test_alert(

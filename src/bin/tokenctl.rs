@@ -17,7 +17,7 @@ use tokend::proto::token_broker_client::TokenBrokerClient;
 use tokend::proto::{
     self, BeginLoginRequest, CompleteLoginRequest, CredentialState, GetHeadersRequest,
     ImportSecretRequest, ListAlertsRequest, ListCredentialsRequest, LogoutRequest, RefreshRequest,
-    TestAlertRequest,
+    ReloadRequest, TestAlertRequest,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -127,6 +127,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the daemon's config and secrets, like SIGHUP (admins).
+    Reload,
     /// Send a test event through one alert sink (admins).
     TestAlert {
         /// The sink's name in [[alerts.sink]].
@@ -354,6 +356,29 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 write_stdout(out.as_bytes());
             }
+        }
+        Command::Reload => {
+            let r = AdminClient::new(channel)
+                .reload(ReloadRequest {})
+                .await?
+                .into_inner();
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_owned()
+                } else {
+                    v.join(", ")
+                }
+            };
+            write_stdout(
+                format!(
+                    "reloaded: added {}; changed {}; removed {}; {} unchanged\n",
+                    list(&r.added),
+                    list(&r.changed),
+                    list(&r.removed),
+                    r.unchanged
+                )
+                .as_bytes(),
+            );
         }
         Command::TestAlert { sink } => {
             AdminClient::new(channel)
