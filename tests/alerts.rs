@@ -481,3 +481,30 @@ allow = {{ uids = [0] }}
         "tokend digest: 1 expiring within 14d 0h: old (token) expires at 2020-01-01T00:00:00Z",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_raises_an_alert_until_a_good_config_arrives() {
+    common::require_root();
+    let work = Workdir::new();
+    let good = format!(
+        "{}\n[alerts]\nsweep = \"* * * * * *\"\n\n[[credential]]\nname = \"g\"\nkind = \"glean_token\"\n\
+         permission = \"user\"\nscopes = [\"SEARCH\"]\nsecret = {{ file = \"secret\" }}\nallow = {{ uids = [0] }}\n",
+        work.store_section()
+    );
+    work.write_config("", &good);
+    let daemon = Daemon::start(&work);
+    work.write_config("", &good.replace("\"SEARCH\"", "\"SERACH\""));
+    daemon.wait_for_log("dedup_key=config/reload");
+    let out = work.tokenctl(&["alerts"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("refused its new config") && text.contains("unknown scope `SERACH`"),
+        "{text}"
+    );
+    // Still serving the old config meanwhile.
+    assert!(work.tokenctl(&["headers", "g"]).status.success());
+    work.write_config("", &good);
+    daemon.wait_for_log("event=recovered credential=(config)");
+    let out = work.tokenctl(&["alerts"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no open alerts\n");
+}

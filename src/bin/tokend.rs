@@ -41,7 +41,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_env("TOKEND_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("TOKEND_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // The file watcher's own tracing reports every change in the watched
+        // directories; with logs written there it would feed on itself.
+        .add_directive("notify=info".parse().expect("a valid directive"));
     // Colour only for a person at a terminal; journald and files get plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
