@@ -294,6 +294,17 @@ async fn reloads_apply_per_credential_while_clients_keep_calling() {
         bearer(&watch_b.message().await.unwrap().unwrap()),
         "Bearer glean_b1"
     );
+    let mut watch_c = daemon
+        .client()
+        .await
+        .watch_headers(get("c"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        bearer(&watch_c.message().await.unwrap().unwrap()),
+        "Bearer glean_c"
+    );
     let failures = Arc::new(AtomicUsize::new(0));
     let calls = Arc::new(AtomicUsize::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -331,6 +342,13 @@ async fn reloads_apply_per_credential_while_clients_keep_calling() {
     );
     let e = c.get_headers(get("c")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
+    // Its watcher ended, saying why.
+    let end = tokio::time::timeout(Duration::from_secs(2), watch_c.message())
+        .await
+        .expect("c's stream ends");
+    let e = end.expect_err("ends with a status");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("`c` was removed"), "{}", e.message());
     let mut req = get("b");
     req.required_scopes = vec!["CHAT".into()];
     c.get_headers(req).await.expect("b now has CHAT");
