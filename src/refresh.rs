@@ -1042,6 +1042,60 @@ mod tests {
         assert!(supports_login(&metadata(&["S256"], &[]), ClientSecretPost, "x").is_err());
     }
 
+    proptest::proptest! {
+        /// For any lifetime, clock and jitter the refresh time lies within
+        /// the token's life, never later than `expires − min_valid` when the
+        /// token lives longer than that, and never later than the schedule's
+        /// lead unless that would be before issue.
+        #[test]
+        fn refresh_time_is_inside_the_allowed_window(
+            issued in 0i64..4_000_000_000,
+            lifetime in 1u64..(10 * 365 * 86_400),
+            min_valid in 0u64..(20 * 86_400),
+            refresh_before in 0u64..(20 * 86_400),
+            fraction in 0.0f64..1.0,
+            jitter in 0.0f64..=1.0,
+        ) {
+            let schedule = Schedule {
+                refresh_before: Duration::from_secs(refresh_before),
+                refresh_fraction: fraction,
+                default_lifetime: Duration::from_secs(3600),
+            };
+            let (issued_at, expires) = (ts(issued), ts(issued + lifetime as i64));
+            let min_valid = Duration::from_secs(min_valid);
+            let at = refresh_at(issued_at, expires, &schedule, min_valid, jitter);
+            proptest::prop_assert!(at >= issued_at && at <= expires, "{at} outside the life");
+            if lifetime > min_valid.as_secs() {
+                let latest = expires.as_second() - min_valid.as_secs() as i64;
+                proptest::prop_assert!(at.as_second() <= latest, "{at} later than expires - min_valid");
+                let lead = refresh_before.max((lifetime as f64 * fraction) as u64) as i64;
+                if expires.as_second() - lead > issued {
+                    proptest::prop_assert!(at.as_second() <= expires.as_second() - lead + 1);
+                }
+            } else {
+                proptest::prop_assert!(at < expires, "a short-lived token must still be renewed");
+            }
+        }
+
+        /// Backoff stays between 100 ms and its cap (or Retry-After, capped
+        /// at an hour), and never undercuts Retry-After.
+        #[test]
+        fn backoff_respects_its_cap_and_retry_after(
+            failures in 0u32..100,
+            cap in 1u64..3600,
+            retry_after in proptest::option::of(0u64..100_000),
+            unit in 0.0f64..=1.0,
+        ) {
+            let cap = Duration::from_secs(cap);
+            let ra = retry_after.map(Duration::from_secs);
+            let d = backoff(failures, cap, ra, unit);
+            let honoured = ra.map_or(Duration::ZERO, |r| r.min(Duration::from_secs(3600)));
+            proptest::prop_assert!(d >= Duration::from_millis(100));
+            proptest::prop_assert!(d >= honoured);
+            proptest::prop_assert!(d <= cap.max(honoured).max(Duration::from_millis(100)));
+        }
+    }
+
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {
         let cap = Duration::from_secs(300);
