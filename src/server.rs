@@ -234,14 +234,45 @@ impl GrpcMetrics<()> {
     }
 }
 
+/// The methods tokend serves, as static metric labels.
+const METHODS: [&str; 17] = [
+    "GetHeaders",
+    "WatchHeaders",
+    "Invalidate",
+    "ListCredentials",
+    "ListAlerts",
+    "Refresh",
+    "PutRefreshToken",
+    "ImportSecret",
+    "BeginLogin",
+    "CompleteLogin",
+    "Logout",
+    "TestAlert",
+    "Reload",
+    "Check",
+    "Watch",
+    "ServerReflectionInfo",
+    "other",
+];
+
+/// The label for a request path: one of [`METHODS`]. A local client
+/// sending junk paths must not grow the metric set without bound.
+fn method_label(path: &str) -> &'static str {
+    let known = ["/tokend.v1.", "/grpc.health.v1.", "/grpc.reflection."];
+    let name = path.rsplit('/').next().unwrap_or("");
+    match METHODS.iter().find(|m| **m == name) {
+        Some(m) if known.iter().any(|p| path.starts_with(p)) => m,
+        _ => "other",
+    }
+}
+
 impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Timed<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -251,31 +282,48 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // Only our own services' method names become labels: a local client
-        // sending junk paths must not grow the metric set without bound.
-        let path = req.uri().path();
-        let known = ["/tokend.v1.", "/grpc.health.v1.", "/grpc.reflection."];
-        let method = if known.iter().any(|p| path.starts_with(p)) {
-            path.rsplit('/').next().unwrap_or("").to_owned()
-        } else {
-            "other".to_owned()
-        };
-        let started = Instant::now();
-        let call = self.inner.call(req);
-        let metrics = Arc::clone(&self.metrics);
-        Box::pin(async move {
-            let response = call.await;
-            if let Ok(r) = &response {
-                let code = r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-                metrics.grpc(&method, code, started);
-            }
-            response
-        })
+        Timed {
+            method: method_label(req.uri().path()),
+            started: Instant::now(),
+            metrics: Arc::clone(&self.metrics),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+/// A call's future that records it when the response headers are ready;
+/// no boxing, so counting costs no allocation per call.
+#[pin_project::pin_project]
+struct Timed<F> {
+    #[pin]
+    inner: F,
+    method: &'static str,
+    started: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl<F, R, E> Future for Timed<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let Ok(r) = &out {
+            let code = r
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+            this.metrics.grpc(this.method, code, *this.started);
+        }
+        std::task::Poll::Ready(out)
     }
 }
 
