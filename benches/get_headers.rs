@@ -1,32 +1,134 @@
-//! GetHeaders round trips over the real socket against the real daemon:
-//! p50/p99 latency and calls/s with 1 and 32 concurrent clients, and the
-//! daemon's resident memory at idle with 1 000 credentials configured.
+//! `GetHeaders` over the real socket against the real daemon, next to a raw
+//! Unix-socket request/response baseline doing the same framing work:
+//! p50/p99/p99.9 latency and calls/s at 1, 16 and 64 clients; the cost of
+//! `tokenctl headers` as a whole process; and the daemon's memory at idle
+//! with 10, 1 000 and 10 000 credentials and after 1 000 000 calls.
 //!
-//! Run: `cargo bench --bench get_headers` (needs root only if the tests do;
-//! here it runs as whoever you are). Prints a table; nothing is asserted.
+//! Run: `cargo bench --bench get_headers`. Prints tables; asserts nothing.
 
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokend::proto::GetHeadersRequest;
 use tokend::proto::token_broker_client::TokenBrokerClient;
 
-const CREDENTIALS: usize = 1000;
-const RUN: Duration = Duration::from_secs(5);
+const RUN: Duration = Duration::from_secs(4);
+const CLIENTS: [usize; 3] = [1, 16, 64];
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let secret = dir.path().join("secret");
+    println!(
+        "machine: {} cores; client and daemon share them",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // Memory at idle by credential count.
+    let mut idle = Vec::new();
+    for n in [10, 1_000, 10_000] {
+        let (mut daemon, _socket) = start(dir.path(), n);
+        std::thread::sleep(Duration::from_millis(500));
+        idle.push((n, rss_kib(daemon.id())));
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+
+    let (mut daemon, socket) = start(dir.path(), 1_000);
+    println!(
+        "\nrequest/response over a Unix socket, {}s per row",
+        RUN.as_secs()
+    );
+    println!(
+        "{:>28}  {:>8}  {:>10}  {:>9}  {:>9}  {:>9}",
+        "", "clients", "calls/s", "p50 µs", "p99 µs", "p99.9 µs"
+    );
+    let baseline = baseline_server(dir.path());
+    let mut ratios = Vec::new();
+    for clients in CLIENTS {
+        let raw = raw_load(&baseline, clients);
+        let grpc = grpc_load(&socket, clients, RUN);
+        print_row("raw baseline (echo framing)", clients, &raw);
+        print_row("tokend GetHeaders", clients, &grpc);
+        ratios.push((
+            clients,
+            raw.rate / grpc.rate,
+            pct(&grpc.lat, 0.5) / pct(&raw.lat, 0.5),
+        ));
+    }
+    println!("\ntokend's cost relative to the raw baseline:");
+    for (clients, throughput, latency) in ratios {
+        println!(
+            "  {clients:>2} clients: {throughput:.1}x fewer calls/s, {latency:.1}x the p50 latency"
+        );
+    }
+
+    // A shell script's view: one whole `tokenctl headers` process per call.
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_tokenctl"))
+            .args(["--socket"])
+            .arg(&socket)
+            .args(["headers", "cred-0000"])
+            .output()
+            .expect("tokenctl");
+        assert!(out.status.success());
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "\n`tokenctl headers` as a process, 200 runs: p50 {:.0} µs, p99 {:.0} µs",
+        pct(&times, 0.5),
+        pct(&times, 0.99)
+    );
+
+    // No growth after a million calls.
+    let before = rss_kib(daemon.id());
+    let started = Instant::now();
+    let mut calls = 0;
+    while calls < 1_000_000 {
+        calls += grpc_load(&socket, 16, Duration::from_secs(2)).lat.len();
+    }
+    let after = rss_kib(daemon.id());
+    println!(
+        "\n{calls} calls in {:.1}s; daemon RSS {before} KiB before, {after} KiB after",
+        started.elapsed().as_secs_f64()
+    );
+    println!("\ndaemon RSS at idle:");
+    for (n, kib) in idle {
+        println!("  {n:>6} credentials: {kib:>7} KiB");
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+struct Load {
+    rate: f64,
+    /// Latencies in µs, sorted.
+    lat: Vec<f64>,
+}
+
+fn print_row(what: &str, clients: usize, l: &Load) {
+    println!(
+        "{what:>28}  {clients:>8}  {:>10.0}  {:>9.1}  {:>9.1}  {:>9.1}",
+        l.rate,
+        pct(&l.lat, 0.5),
+        pct(&l.lat, 0.99),
+        pct(&l.lat, 0.999)
+    );
+}
+
+/// Starts `tokend` with `n` Glean credentials on a fresh socket.
+fn start(dir: &Path, n: usize) -> (Child, PathBuf) {
+    let secret = dir.join("secret");
     std::fs::write(&secret, "glean_bench_token\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let uid = nix::unistd::geteuid().as_raw();
-    let mut config = format!(
-        "[daemon]\nsocket = \"{}\"\n",
-        dir.path().join("tokend.sock").display()
-    );
-    for i in 0..CREDENTIALS {
+    let socket = dir.join(format!("tokend-{n}.sock"));
+    let mut config = format!("[daemon]\nsocket = \"{}\"\n", socket.display());
+    for i in 0..n {
         config.push_str(&format!(
             "\n[[credential]]\nname = \"cred-{i:04}\"\nkind = \"glean_token\"\n\
              permission = \"user\"\nscopes = [\"SEARCH\", \"CHAT\"]\n\
@@ -34,55 +136,26 @@ fn main() {
              allow = {{ uids = [{uid}] }}\n"
         ));
     }
-    let config_path = dir.path().join("tokend.toml");
+    let config_path = dir.join(format!("tokend-{n}.toml"));
     std::fs::write(&config_path, config).unwrap();
-    let socket = dir.path().join("tokend.sock");
-    let mut daemon = start(&config_path, &socket);
-    let pid = daemon.id();
-
-    std::thread::sleep(Duration::from_millis(500));
-    let idle_rss = rss_kib(pid);
-
-    println!("tokend GetHeaders over a Unix socket ({CREDENTIALS} credentials configured)");
-    println!(
-        "{:>8}  {:>10}  {:>10}  {:>10}  {:>10}",
-        "clients", "calls", "calls/s", "p50 µs", "p99 µs"
-    );
-    for clients in [1, 32] {
-        let (calls, lat) = load(&socket, clients);
-        println!(
-            "{clients:>8}  {calls:>10}  {:>10.0}  {:>10.1}  {:>10.1}",
-            calls as f64 / RUN.as_secs_f64(),
-            percentile(&lat, 0.50),
-            percentile(&lat, 0.99)
-        );
-    }
-    println!("daemon RSS at idle with {CREDENTIALS} credentials: {idle_rss} KiB");
-    println!("daemon RSS after the runs above: {} KiB", rss_kib(pid));
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-}
-
-fn start(config: &Path, socket: &Path) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
         .arg("--config")
-        .arg(config)
+        .arg(&config_path)
         .env("TOKEND_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start tokend");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(Instant::now() < deadline, "tokend did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
-    child
+    (child, socket)
 }
 
-/// `clients` connections, each calling in a loop for [`RUN`]; returns the
-/// number of calls and every call's latency in µs, sorted.
-fn load(socket: &Path, clients: usize) -> (usize, Vec<f64>) {
+/// `clients` tonic connections calling `GetHeaders` in a loop for `run`.
+fn grpc_load(socket: &Path, clients: usize, run: Duration) -> Load {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(clients.min(2))
         .enable_all()
@@ -94,9 +167,9 @@ fn load(socket: &Path, clients: usize) -> (usize, Vec<f64>) {
             let mut client: TokenBrokerClient<_> =
                 tokend::client::connect(socket).await.expect("connect");
             tasks.push(tokio::spawn(async move {
-                let name = format!("cred-{:04}", c % CREDENTIALS);
-                let mut lat = Vec::with_capacity(200_000);
-                let end = Instant::now() + RUN;
+                let name = format!("cred-{:04}", c % 1000);
+                let mut lat = Vec::with_capacity(100_000);
+                let end = Instant::now() + run;
                 while Instant::now() < end {
                     let t = Instant::now();
                     let r = client
@@ -112,21 +185,94 @@ fn load(socket: &Path, clients: usize) -> (usize, Vec<f64>) {
                 lat
             }));
         }
-        let mut all = Vec::new();
+        let mut lat = Vec::new();
         for t in tasks {
-            all.extend(t.await.unwrap());
+            lat.extend(t.await.unwrap());
         }
-        all.sort_by(f64::total_cmp);
-        (all.len(), all)
+        lat.sort_by(f64::total_cmp);
+        Load {
+            rate: lat.len() as f64 / run.as_secs_f64(),
+            lat,
+        }
     })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// A minimal Unix-socket server doing what tokend's transport must at
+/// least do: read a length-prefixed request (the size of a GetHeaders call)
+/// and write a length-prefixed response (the size of its answer). One thread
+/// per connection, blocking I/O: the floor for the socket round trip.
+fn baseline_server(dir: &Path) -> PathBuf {
+    let path = dir.join("baseline.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let response = [7u8; 80];
+                let mut len = [0u8; 4];
+                let mut buf = vec![0u8; 1024];
+                while stream.read_exact(&mut len).is_ok() {
+                    let n = u32::from_be_bytes(len) as usize;
+                    if stream.read_exact(&mut buf[..n]).is_err() {
+                        return;
+                    }
+                    let mut out = Vec::with_capacity(84);
+                    out.extend_from_slice(&(response.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&response);
+                    if stream.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    path
+}
+
+fn raw_load(path: &Path, clients: usize) -> Load {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let path = path.to_owned();
+            std::thread::spawn(move || {
+                let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+                let request = [1u8; 30];
+                let mut lat = Vec::with_capacity(200_000);
+                let mut resp = [0u8; 84];
+                let end = Instant::now() + RUN;
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    let mut out = Vec::with_capacity(34);
+                    out.extend_from_slice(&(request.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&request);
+                    s.write_all(&out).unwrap();
+                    s.read_exact(&mut resp).unwrap();
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat: Vec<f64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    Load {
+        rate: lat.len() as f64 / RUN.as_secs_f64(),
+        lat,
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

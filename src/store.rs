@@ -314,18 +314,29 @@ impl Store {
         let Some(sealed) = table.get(name).map_err(|e| db_error(&self.path, e))? else {
             return Ok(None);
         };
-        let plain = open_sealed(&self.cipher, name, sealed.value()).ok_or_else(|| {
-            StoreError::Database {
+        self.decode(name, sealed.value()).map(Some)
+    }
+
+    /// Decodes a record of `name` as stored (format byte, nonce, sealed
+    /// JSON). Anything malformed, forged or sealed for another name is an
+    /// error naming the record, never a panic.
+    pub fn decode(&self, name: &str, sealed: &[u8]) -> Result<Record, StoreError> {
+        let plain =
+            open_sealed(&self.cipher, name, sealed).ok_or_else(|| StoreError::Database {
                 path: self.path.clone(),
                 message: format!("record `{name}` fails authentication (corrupted or tampered)"),
-            }
-        })?;
-        serde_json::from_slice(&plain)
-            .map(Some)
-            .map_err(|e| StoreError::Database {
-                path: self.path.clone(),
-                message: format!("record `{name}` is unreadable: {e}"),
-            })
+            })?;
+        serde_json::from_slice(&plain).map_err(|e| StoreError::Database {
+            path: self.path.clone(),
+            message: format!("record `{name}` is unreadable: {e}"),
+        })
+    }
+
+    /// Seals `record` for `name` as [`Store::put`] stores it.
+    pub fn encode(&self, name: &str, record: &Record) -> Vec<u8> {
+        // Serialising strings and integers to JSON cannot fail.
+        let plain = Zeroizing::new(serde_json::to_vec(record).unwrap_or_default());
+        self.seal(name, &plain)
     }
 
     /// Replaces the record for `name` and waits until it is on disk (redb's
@@ -344,14 +355,7 @@ impl Store {
         record: &Record,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        let plain =
-            Zeroizing::new(
-                serde_json::to_vec(record).map_err(|e| StoreError::Database {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })?,
-            );
-        let sealed = self.seal(name, &plain);
+        let sealed = self.encode(name, record);
         self.write_with(RECORDS, durability, |t| {
             t.insert(name, sealed.as_slice()).map(drop)
         })
