@@ -38,6 +38,12 @@ pub enum LoginError {
          ended so nothing unexpected is accepted, run it again"
     )]
     WrongPath { path: String, expected: String },
+    /// A pasted address is not on the redirect URI's scheme, host and port.
+    #[error(
+        "the pasted address is on {origin}, not on the redirect URI's {expected}; paste the \
+         address the browser ends on after logging in"
+    )]
+    WrongOrigin { origin: String, expected: String },
     /// The callback has no `code`.
     #[error("the callback carries no authorization code")]
     NoCode,
@@ -125,6 +131,12 @@ pub fn parse_callback(
     redirect_uri: &Url,
     state: &str,
 ) -> Result<SecretString, LoginError> {
+    if callback.origin() != redirect_uri.origin() {
+        return Err(LoginError::WrongOrigin {
+            origin: callback.origin().ascii_serialization(),
+            expected: redirect_uri.origin().ascii_serialization(),
+        });
+    }
     if callback.path() != redirect_uri.path() {
         return Err(LoginError::WrongPath {
             path: callback.path().to_owned(),
@@ -332,6 +344,14 @@ mod tests {
         assert!(matches!(
             parse_pasted("not a url", &redirect(), "s1"),
             Err(LoginError::NotAUrl)
+        ));
+        assert!(matches!(
+            parse_pasted(
+                "https://evil.example:9090/oauth/callback?code=a&state=s1",
+                &redirect(),
+                "s1"
+            ),
+            Err(LoginError::WrongOrigin { .. })
         ));
         assert!(matches!(
             parse_pasted(
