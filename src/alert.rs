@@ -263,12 +263,13 @@ fn conditions(s: &Status, settings: &Settings, now: Timestamp) -> Vec<Condition>
             summary: format!("credential `{name}` is refused by its source: {reason}"),
             expires_at: None,
         }),
-        State::Stale | State::Expired if s.kind != "glean_token" => {
-            let since = s
-                .last_refresh
-                .map_or(Duration::MAX, |t| clock::between(t, now));
-            let stale_for = since.saturating_sub(Duration::ZERO);
-            if stale_for >= settings.failing_after || s.state == State::Expired {
+        // Only after a refresh actually failed: a first refresh still in
+        // flight at startup is not a failure.
+        State::Stale | State::Expired if s.kind != "glean_token" && s.failing_since.is_some() => {
+            let failing_for = s
+                .failing_since
+                .map_or(Duration::ZERO, |t| clock::between(t, now));
+            if failing_for >= settings.failing_after || s.state == State::Expired {
                 out.push(Condition {
                     family: "refresh_failing",
                     event: "refresh_failing",
@@ -848,6 +849,7 @@ mod tests {
             last_refresh: None,
             next_refresh: None,
             login_expires_at: None,
+            failing_since: None,
         }
     }
 
@@ -871,6 +873,28 @@ mod tests {
             (c[0].family, c[0].event, c[0].stage),
             ("expiry", "expired", 2)
         );
+    }
+
+    #[test]
+    fn refresh_failing_needs_a_failure_not_just_a_first_refresh() {
+        let now: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let st = settings();
+        let mut s = status(State::Expired, None, now);
+        s.kind = "oauth_client_credentials";
+        // Starting up, before the first token: no alert.
+        assert!(conditions(&s, &st, now).is_empty());
+        // Failing, with no token left: critical at once.
+        s.failing_since = Some(now);
+        let c = conditions(&s, &st, now);
+        assert_eq!(
+            (c[0].family, c[0].severity),
+            ("refresh_failing", Severity::Critical)
+        );
+        // Stale (token still valid): only after `failing_after`.
+        s.state = State::Stale;
+        assert!(conditions(&s, &st, now).is_empty());
+        s.failing_since = now.checked_sub(jiff::SignedDuration::from_secs(901)).ok();
+        assert_eq!(conditions(&s, &st, now)[0].severity, Severity::Warning);
     }
 
     #[test]

@@ -213,6 +213,7 @@ pub struct Status {
     pub last_refresh: Option<Timestamp>,
     pub next_refresh: Option<Timestamp>,
     pub login_expires_at: Option<Timestamp>,
+    pub failing_since: Option<Timestamp>,
 }
 
 /// One credential and what is served for it.
@@ -905,6 +906,7 @@ impl Broker {
                     last_refresh: snap.last_refresh,
                     next_refresh: snap.next_refresh,
                     login_expires_at: snap.login_expires_at,
+                    failing_since: snap.failing_since,
                 }
             })
             .collect()

@@ -756,6 +756,7 @@ impl Driver {
                 self.publish.send_modify(|s| {
                     let mut next = Snapshot::clone(s);
                     next.state = state;
+                    next.failing_since.get_or_insert(now);
                     next.last_error = Some(message.into());
                     next.next_refresh = now
                         .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
@@ -810,6 +811,7 @@ impl Driver {
             last_refresh: Some(now),
             next_refresh,
             login_expires_at: self.login_expires_at(),
+            failing_since: None,
         }));
     }
 

@@ -120,6 +120,9 @@ pub struct Snapshot {
     /// When the login's refresh token reaches the source's configured
     /// lifetime (`refresh_token_lifetime`), if known.
     pub login_expires_at: Option<Timestamp>,
+    /// When the current run of failing refreshes began; `None` when the
+    /// last attempt succeeded.
+    pub failing_since: Option<Timestamp>,
 }
 
 impl Snapshot {
@@ -131,6 +134,7 @@ impl Snapshot {
             last_refresh: None,
             next_refresh: None,
             login_expires_at: None,
+            failing_since: None,
         }
     }
 
