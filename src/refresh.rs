@@ -214,6 +214,10 @@ impl Driver {
             next.login_expires_at = login_expires_at;
             *s = Arc::new(next);
         });
+        if let Some(reason) = self.record.needs_login.clone() {
+            // Known dead before the restart: say why again, call nobody.
+            return self.stop(State::NeedsLogin, reason);
+        }
         if let Some(at) = self.record.refreshing_since {
             let at = Timestamp::from_second(at).unwrap_or_default();
             tracing::warn!(since = %at, "a refresh was in flight when tokend last stopped; trying the stored refresh token");
@@ -524,7 +528,7 @@ impl Driver {
         }
         let endpoint = match self.endpoint().await {
             Ok(e) => e,
-            Err(e) => return self.failed(e, now),
+            Err(e) => return self.failed(e, now).await,
         };
         let grant = self.oauth().grant;
         let refresh_token = match grant {
@@ -544,14 +548,16 @@ impl Driver {
             marked.refreshing_since = Some(now.as_second());
             if let Err(e) = self.persist(marked).await {
                 // Refreshing without the marker would risk an unexplained loss.
-                return self.failed(
-                    TokenError::Transient {
-                        reason: format!("cannot write to the store: {e}"),
-                        retry_after: None,
-                        answered: true,
-                    },
-                    now,
-                );
+                return self
+                    .failed(
+                        TokenError::Transient {
+                            reason: format!("cannot write to the store: {e}"),
+                            retry_after: None,
+                            answered: true,
+                        },
+                        now,
+                    )
+                    .await;
             }
         }
         let started = std::time::Instant::now();
@@ -599,7 +605,7 @@ impl Driver {
                 if let Err(store) = self.persist(record).await {
                     tracing::error!(error = %store, "cannot update the store");
                 }
-                self.failed(e, now);
+                self.failed(e, now).await;
             }
         }
     }
@@ -695,7 +701,7 @@ impl Driver {
         }
     }
 
-    fn failed(&mut self, e: TokenError, now: Timestamp) {
+    async fn failed(&mut self, e: TokenError, now: Timestamp) {
         match e {
             TokenError::Permanent { .. } if e.is_invalid_grant() => {
                 let message = match self.unconfirmed_refresh {
@@ -710,6 +716,11 @@ impl Driver {
                         self.name()
                     ),
                 };
+                let mut record = self.record.clone();
+                record.needs_login = Some(message.clone());
+                if let Err(store) = self.persist(record).await {
+                    tracing::error!(error = %store, "cannot record that the grant is gone");
+                }
                 self.stop(State::NeedsLogin, message);
                 // The grant is gone, and its access tokens with it (servers
                 // revoke them together): stop handing this one out.

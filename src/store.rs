@@ -210,6 +210,9 @@ pub struct Record {
     /// When the refresh token's grant was obtained (login), Unix seconds: the
     /// start of the source's refresh-token lifetime.
     pub logged_in_at: Option<i64>,
+    /// Why the refresh token is known dead (`invalid_grant`), kept so a
+    /// restart neither presents it again nor loses the precise reason.
+    pub needs_login: Option<String>,
 }
 
 impl std::fmt::Debug for Record {

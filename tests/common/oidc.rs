@@ -142,8 +142,22 @@ impl OidcServer {
             ],
         )
         .unwrap();
-        let response = self
-            .http
+        // A fresh browser for each login: its own session, so its own grant
+        // (one session would reuse one grant for every login, and a replayed
+        // refresh token then revokes all of them together).
+        let browser = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.url().port() == Some(9090) {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let response = browser
             .get(url)
             .send()
             .await
