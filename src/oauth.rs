@@ -30,6 +30,10 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .expect("cannot initialise the HTTP client")
 }
 
+/// How long a refresh-token request may take before tokend gives up on its
+/// answer (see `request_token`): longer than any healthy endpoint needs.
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How the client authenticates at the token endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -202,7 +206,14 @@ pub async fn request_token(
     for (k, v) in &client.extra_params {
         form.push((k, v));
     }
-    let req = authenticate(http.post(endpoint), &mut form, client)?;
+    let mut req = authenticate(http.post(endpoint), &mut form, client)?;
+    if matches!(grant, Grant::RefreshToken(_)) {
+        // Giving up on a refresh the server may already have carried out
+        // loses the rotated refresh token: presenting the old one again is
+        // a replay, and strict servers then revoke the whole grant. So wait
+        // long for an answer; only an unanswered connection fails fast.
+        req = req.timeout(REFRESH_TIMEOUT);
+    }
     let response = req
         .form(&form)
         .send()
