@@ -214,15 +214,7 @@ pub async fn request_token(
         // long for an answer; only an unanswered connection fails fast.
         req = req.timeout(REFRESH_TIMEOUT);
     }
-    let response = req
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| TokenError::Transient {
-            reason: describe_transport_error(&e),
-            retry_after: None,
-            answered: false,
-        })?;
+    let response = send_form(req, &form).await?;
     let status = response.status();
     let retry_after = response
         .headers()
@@ -285,21 +277,28 @@ pub async fn revoke(
 ) -> Result<(), TokenError> {
     let mut form = vec![("token", token.expose_secret()), ("token_type_hint", hint)];
     let req = authenticate(http.post(endpoint), &mut form, client)?;
-    let response = req
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| TokenError::Transient {
-            reason: describe_transport_error(&e),
-            retry_after: None,
-            answered: false,
-        })?;
+    let response = send_form(req, &form).await?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let body = response.bytes().await.unwrap_or_default();
     Err(classify_error(status.as_u16(), &body, None))
+}
+
+/// Posts `form`; a failure to get any answer is transient and unanswered.
+async fn send_form(
+    req: reqwest::RequestBuilder,
+    form: &[(&str, &str)],
+) -> Result<reqwest::Response, TokenError> {
+    req.form(form)
+        .send()
+        .await
+        .map_err(|e| TokenError::Transient {
+            reason: describe_transport_error(&e),
+            retry_after: None,
+            answered: false,
+        })
 }
 
 /// Classifies an error response: RFC 6749 codes that retrying cannot fix are

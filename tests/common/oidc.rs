@@ -90,21 +90,7 @@ impl OidcServer {
                 std::fs::read_to_string(log).unwrap_or_default()
             )
         });
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .cookie_store(true)
-            // Follow the authorization redirects, but stop at the client's
-            // redirect URI, as a browser handing over to a native app would.
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                if attempt.url().port() == Some(9090) {
-                    attempt.stop()
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+        let http = browser();
         Self {
             child,
             issuer: ready["issuer"].as_str().expect("issuer").to_owned(),
@@ -145,18 +131,7 @@ impl OidcServer {
         // A fresh browser for each login: its own session, so its own grant
         // (one session would reuse one grant for every login, and a replayed
         // refresh token then revokes all of them together).
-        let browser = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                if attempt.url().port() == Some(9090) {
-                    attempt.stop()
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+        let browser = browser();
         let response = browser
             .get(url)
             .send()
@@ -287,6 +262,25 @@ impl Drop for OidcServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An HTTP client acting as a browser: keeps cookies and follows the
+/// authorization redirects, but stops at the client's redirect URI, as a
+/// browser handing over to a native app would.
+fn browser() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.url().port() == Some(9090) {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 pub fn client_of(client: (&str, &str), method: AuthMethod) -> oauth::Client {
