@@ -81,14 +81,6 @@ pub async fn run(
     let config_path = config.path.clone();
     let watched = watched_files(&config);
     let broker = Arc::new(Broker::start(config, services)?);
-    let socket = match systemd::listen_fd() {
-        Some(fd) => {
-            tracing::info!("serving the socket passed by systemd");
-            server::activated(fd)?
-        }
-        None => server::bind(&daemon)?,
-    };
-    let socket_path = socket.path().to_owned();
     let notifier = Arc::new(Notifier::from_env());
 
     let tasks = TaskTracker::new();
@@ -121,6 +113,16 @@ pub async fn run(
         notifier: Arc::clone(&notifier),
     };
     let reload = reloader.start(watched, &tasks, stop_background.clone());
+    // Bound only now: once clients can connect, config and secret changes
+    // are already being watched, so none made after startup is missed.
+    let socket = match systemd::listen_fd() {
+        Some(fd) => {
+            tracing::info!("serving the socket passed by systemd");
+            server::activated(fd)?
+        }
+        None => server::bind(&daemon)?,
+    };
+    let socket_path = socket.path().to_owned();
     tasks.spawn(report_status(
         Arc::clone(&broker),
         Arc::clone(&notifier),

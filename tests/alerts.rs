@@ -62,6 +62,25 @@ async fn receiver() -> (u16, Received) {
     (port, got)
 }
 
+/// Waits (bounded) until the `g/expiry` alert has sent `event`.
+async fn wait_expiry_event(got: &Received, event: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen: Vec<_> = events(got, "/hook")
+            .into_iter()
+            .filter(|e| e["dedup_key"] == "g/expiry")
+            .collect();
+        if seen.iter().any(|e| e["event"] == event) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {event} within {within:?}: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn events(got: &Received, path: &str) -> Vec<serde_json::Value> {
     got.lock()
         .unwrap()
@@ -152,38 +171,14 @@ allow = {{ uids = [0] }}
             .collect()
     };
     // The first stage; then restart while the alert is open.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while expiry(&got).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no expiring event: {:#?}",
-            events(&got, "/hook")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_expiry_event(&got, "expiring", Duration::from_secs(10)).await;
     assert!(daemon.stop().success());
     let _daemon = Daemon::start(&work);
     // Wait for expired.
-    let deadline = Instant::now() + Duration::from_secs(12);
-    while !expiry(&got).iter().any(|e| e["event"] == "expired") {
-        assert!(
-            Instant::now() < deadline,
-            "never expired: {:#?}",
-            expiry(&got)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_expiry_event(&got, "expired", Duration::from_secs(12)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     import("glean_second", 3600 * 24 * 365);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !expiry(&got).iter().any(|e| e["event"] == "recovered") {
-        assert!(
-            Instant::now() < deadline,
-            "never recovered: {:#?}",
-            expiry(&got)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_expiry_event(&got, "recovered", Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let seq = expiry(&got);
     let names: Vec<(&str, &str)> = seq

@@ -30,6 +30,19 @@ fn start_with(work: &Workdir, config: &str) -> Output {
         .expect("run tokend")
 }
 
+/// `tokend --check --config PATH` with `env` set (`None` removes a variable).
+fn check(path: &Path, env: &[(&str, Option<&str>)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokend"));
+    cmd.args(["--check", "--config"]).arg(path);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.output().expect("run tokend")
+}
+
 /// Asserts startup failed with EX_CONFIG and a message holding each fragment.
 #[track_caller]
 fn assert_refused(work: &Workdir, out: &Output, fragments: &[&str]) {
@@ -53,11 +66,7 @@ fn assert_refused(work: &Workdir, out: &Output, fragments: &[&str]) {
 fn the_good_config_starts_so_the_cases_below_fail_for_their_own_reason() {
     let work = Workdir::new();
     let path = work.write_config("", GOOD);
-    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
-        .args(["--check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -201,13 +210,13 @@ fn all_problems_are_reported_at_once() {
 #[test]
 fn the_example_config_loads() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tokend.example.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
-        .args(["--check", "--config"])
-        .arg(&example)
-        .env("GLEAN_SEARCH_TOKEN", "glean_example_search")
-        .env("GLEAN_ADMIN_TOKEN", "glean_example_admin")
-        .output()
-        .unwrap();
+    let out = check(
+        &example,
+        &[
+            ("GLEAN_SEARCH_TOKEN", Some("glean_example_search")),
+            ("GLEAN_ADMIN_TOKEN", Some("glean_example_admin")),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -216,13 +225,13 @@ fn the_example_config_loads() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok, 2 credential(s)"));
 
     // Without its secrets it is refused, naming the variable to set.
-    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
-        .args(["--check", "--config"])
-        .arg(&example)
-        .env_remove("GLEAN_SEARCH_TOKEN")
-        .env("GLEAN_ADMIN_TOKEN", "glean_example_admin")
-        .output()
-        .unwrap();
+    let out = check(
+        &example,
+        &[
+            ("GLEAN_SEARCH_TOKEN", None),
+            ("GLEAN_ADMIN_TOKEN", Some("glean_example_admin")),
+        ],
+    );
     assert_eq!(out.status.code(), Some(78));
     assert!(
         String::from_utf8_lossy(&out.stderr)
@@ -240,22 +249,14 @@ fn systemd_credentials_are_read_from_the_credentials_directory() {
         "",
         &GOOD.replace("{ file = \"secret\" }", "{ credential = \"search\" }"),
     );
-    let check = |dir: Option<&Path>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokend"));
-        cmd.args(["--check", "--config"]).arg(&path);
-        match dir {
-            Some(d) => cmd.env("CREDENTIALS_DIRECTORY", d),
-            None => cmd.env_remove("CREDENTIALS_DIRECTORY"),
-        };
-        cmd.output().unwrap()
-    };
-    let out = check(Some(&creds));
+    let creds = creds.to_str().unwrap();
+    let out = check(&path, &[("CREDENTIALS_DIRECTORY", Some(creds))]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = check(None);
+    let out = check(&path, &[("CREDENTIALS_DIRECTORY", None)]);
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs $CREDENTIALS_DIRECTORY"));
 }

@@ -76,6 +76,21 @@ fn setup(ttl: u64, daemon_extra: &str, credentials: impl FnOnce(&OidcServer) -> 
     Setup { work, server }
 }
 
+/// A workdir with the basic client's secret and a store key, the server,
+/// and a fault proxy in front of it (tests point token endpoints at it).
+fn proxied(ttl: u64) -> (Workdir, OidcServer, FaultProxy) {
+    common::require_root();
+    let work = Workdir::new();
+    common::write_secret(&work.path().join("client-secret-basic"), BASIC_CLIENT.1);
+    let server = OidcServer::start(ttl, &work.path().join("oidc.log"));
+    let proxy = FaultProxy::start(server.addr());
+    (work, server, proxy)
+}
+
+fn token_endpoint(proxy: &FaultProxy) -> String {
+    format!("{}/token", proxy.url())
+}
+
 fn get(name: &str) -> GetHeadersRequest {
     GetHeadersRequest {
         credential: name.into(),
@@ -359,18 +374,14 @@ async fn a_crash_between_answer_and_commit_is_reported_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_waiting_callers_share_one_token_request() {
-    common::require_root();
-    let work = Workdir::new();
-    common::write_secret(&work.path().join("client-secret-basic"), BASIC_CLIENT.1);
-    let server = OidcServer::start(60, &work.path().join("oidc.log"));
-    let proxy = FaultProxy::start(server.addr());
+    let (work, _server, proxy) = proxied(60);
     // A slow token endpoint: the daemon's first request takes 1.5 s, and
     // every caller arriving meanwhile must wait for that same request.
     proxy.set_mode_for("/token", Mode::Delay(Duration::from_millis(1500)));
     let text = format!(
         "{}\n{}",
         work.store_section(),
-        cc_credential("glue", &format!("{}/token", proxy.url()), "1s")
+        cc_credential("glue", &token_endpoint(&proxy), "1s")
     );
     work.write_config("", &text);
     let daemon = Daemon::start(&work);
@@ -429,15 +440,11 @@ async fn client_credentials_send_extra_form_fields_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_back_off_keep_serving_the_valid_token_and_recover() {
-    common::require_root();
-    let work = Workdir::new();
-    common::write_secret(&work.path().join("client-secret-basic"), BASIC_CLIENT.1);
-    let server = OidcServer::start(60, &work.path().join("oidc.log"));
-    let proxy = FaultProxy::start(server.addr());
+    let (work, _server, proxy) = proxied(60);
     let text = format!(
         "{}\n{}",
         work.store_section(),
-        cc_credential("glue", &format!("{}/token", proxy.url()), "1s")
+        cc_credential("glue", &token_endpoint(&proxy), "1s")
     );
     work.write_config("http_timeout = \"1s\"\nmax_backoff = \"4s\"", &text);
     let daemon = Daemon::start(&work);
@@ -757,15 +764,11 @@ async fn watchers_get_every_rotation_in_order_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_reports_of_one_rejected_token_cause_one_refresh() {
-    common::require_root();
-    let work = Workdir::new();
-    common::write_secret(&work.path().join("client-secret-basic"), BASIC_CLIENT.1);
-    let server = OidcServer::start(600, &work.path().join("oidc.log"));
-    let proxy = FaultProxy::start(server.addr());
+    let (work, _server, proxy) = proxied(600);
     let text = format!(
         "{}\n{}",
         work.store_section(),
-        cc_credential("glue", &format!("{}/token", proxy.url()), "1s")
+        cc_credential("glue", &token_endpoint(&proxy), "1s")
     );
     work.write_config("", &text);
     let daemon = Daemon::start(&work);
@@ -842,12 +845,8 @@ async fn many_reports_of_one_rejected_token_cause_one_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stale_hands_out_a_still_valid_token_only_where_allowed() {
-    common::require_root();
-    let work = Workdir::new();
-    common::write_secret(&work.path().join("client-secret-basic"), BASIC_CLIENT.1);
-    let server = OidcServer::start(4, &work.path().join("oidc.log"));
-    let proxy = FaultProxy::start(server.addr());
-    let endpoint = format!("{}/token", proxy.url());
+    let (work, _server, proxy) = proxied(4);
+    let endpoint = token_endpoint(&proxy);
     let lenient = cc_credential("lenient", &endpoint, "3s").replace(
         "min_valid = \"3s\"",
         "min_valid = \"3s\"\nserve_stale = true",
