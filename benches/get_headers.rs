@@ -165,7 +165,7 @@ fn grpc_load(socket: &Path, clients: usize, run: Duration) -> Load {
         let mut tasks = Vec::new();
         for c in 0..clients {
             let mut client: TokenBrokerClient<_> =
-                tokend::client::connect(socket).await.expect("connect");
+                TokenBrokerClient::new(tokend_client::channel(socket).await.expect("connect"));
             tasks.push(tokio::spawn(async move {
                 let name = format!("cred-{:04}", c % 1000);
                 let mut lat = Vec::with_capacity(100_000);

@@ -13,9 +13,11 @@ async fn main() {
         std::process::exit(2);
     };
     let n: u64 = n.parse().expect("N is a number");
-    let mut client = tokend::client::connect(socket.as_ref())
-        .await
-        .expect("connect");
+    let mut client = tokend::proto::token_broker_client::TokenBrokerClient::new(
+        tokend_client::channel(socket.as_ref())
+            .await
+            .expect("connect"),
+    );
     let started = Instant::now();
     for _ in 0..n {
         client

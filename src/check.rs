@@ -12,14 +12,23 @@ pub enum Verdict {
     /// 401: the token is invalid or expired.
     TokenRejected,
     /// 403: the token lacks the scope the call needs.
-    MissingScope { scope: &'static str },
+    MissingScope {
+        /// The scope the test call needs.
+        scope: &'static str,
+    },
     /// 400 `Required header missing: X-Glean-ActAs`: a global token used
     /// without act-as.
     NeedsActAs,
     /// 401 `Invalid identity`: the act-as email is not a Glean user.
     InvalidIdentity,
     /// Anything else.
-    Unexpected { status: u16, body: String },
+    Unexpected {
+        /// The HTTP status Glean answered.
+        status: u16,
+        /// The start of Glean's answer (200 characters), control characters
+        /// removed.
+        body: String,
+    },
 }
 
 /// The test call Glean documents: `POST /rest/api/v1/search`.
@@ -41,6 +50,7 @@ impl Verdict {
         }
     }
 
+    /// Whether the check passed.
     pub fn is_ok(&self) -> bool {
         *self == Self::Works
     }
@@ -102,6 +112,100 @@ pub async fn search(
     let status = response.status().as_u16();
     let body = response.text().await.unwrap_or_default();
     Ok(Verdict::from_response(status, &body))
+}
+
+/// Why `tokenctl check` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// The daemon refused a step.
+    #[error(transparent)]
+    Call(#[from] tokend_client::Error),
+    /// No credential of that name is visible to the caller.
+    #[error("{0}")]
+    NotFound(String),
+    /// A Glean token with no instance to test against.
+    #[error("{0}")]
+    NoInstance(String),
+    /// The instance could not be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The check ran and the credential does not work; what to do.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Verifies credential `name` for real and says what was found: a Glean
+/// token makes Glean's test search on `instance` (default: the
+/// credential's); an OAuth credential is refreshed and its new token's
+/// claims shown.
+pub async fn run(
+    client: &tokend_client::Client,
+    name: &str,
+    act_as: Option<String>,
+    instance: Option<String>,
+) -> Result<String, CheckError> {
+    let status = client
+        .status()
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            CheckError::NotFound(format!("no credential named `{name}` that you may use"))
+        })?;
+    if status.kind != "glean_token" {
+        return oauth(client, name).await;
+    }
+    let instance = instance.or(status.instance).ok_or_else(|| {
+        CheckError::NoInstance(format!(
+            "`{name}` has no instance: set instance in its config or pass --instance"
+        ))
+    })?;
+    let mut request = tokend_client::HeadersRequest::new(name);
+    request.act_as.clone_from(&act_as);
+    let headers = client.headers(&request).await?;
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    let verdict = search(&instance, &headers, Duration::from_secs(15))
+        .await
+        .map_err(CheckError::Unreachable)?;
+    let advice = verdict.advice(name, act_as.as_deref(), false);
+    if verdict.is_ok() {
+        Ok(advice)
+    } else {
+        Err(CheckError::Failed(advice))
+    }
+}
+
+/// OAuth: renew for real, then show what the server issued.
+async fn oauth(client: &tokend_client::Client, name: &str) -> Result<String, CheckError> {
+    client.refresh(name).await?;
+    let headers = client
+        .headers(&tokend_client::HeadersRequest::new(name))
+        .await?;
+    let expires_at = headers.expires_at;
+    let mut out = format!(
+        "ok: `{name}` refreshed; token expires in {} (at {})\n",
+        expires_at.map_or_else(
+            || "never".into(),
+            |at| crate::clock::human(crate::clock::between(jiff::Timestamp::now(), at))
+        ),
+        expires_at.map_or_else(|| "never".into(), |t| t.to_string())
+    );
+    match crate::oauth::jwt_claims(headers.bearer_token().unwrap_or_default()) {
+        Some(claims) => {
+            out.push_str("JWT claims (signature NOT verified; tokend is the token's client):\n");
+            let mut claims: Vec<_> = claims.into_iter().collect();
+            claims.sort_by(|a, b| a.0.cmp(&b.0));
+            for (k, v) in claims {
+                out.push_str(&format!("  {k}: {v}\n"));
+            }
+        }
+        None => out.push_str("the access token is opaque (not a JWT)\n"),
+    }
+    Ok(out.trim_end().to_owned())
 }
 
 #[cfg(test)]

@@ -1,13 +1,101 @@
 //! Time as the daemon reads it and as people read it.
+//!
+//! Everything that decides by the wall clock (the refresh drivers, the
+//! broker's validity checks, the alert engine) reads it through a [`Clock`]
+//! handed in at construction, as rustls' `TimeProvider` is: production uses
+//! [`System`], and tests put the daemon at any instant ([`Manual`]) or let
+//! wall time follow tokio's paused clock ([`Tokio`]) so that a schedule of
+//! hours runs in microseconds.
 
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
-/// The current time. Decisions in the core take `now` as an argument instead
-/// of calling this, so tests can put them at any instant.
-pub fn now() -> Timestamp {
-    Timestamp::now()
+/// A source of wall-clock time.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// A shared clock, as the daemon's parts hold it.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The operating system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct System;
+
+impl Clock for System {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// The system clock, shared.
+pub fn system() -> SharedClock {
+    Arc::new(System)
+}
+
+/// A clock that moves only when told to: for tests of decisions over days.
+#[derive(Debug)]
+pub struct Manual(Mutex<Timestamp>);
+
+impl Manual {
+    /// A clock standing at `at`.
+    pub fn new(at: Timestamp) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(at)))
+    }
+
+    /// Moves the clock to `at`.
+    pub fn set(&self, at: Timestamp) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    }
+
+    /// Moves the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *now = after(*now, d);
+    }
+}
+
+impl Clock for Manual {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Wall time that advances with tokio's clock from a fixed origin: under
+/// `tokio::time::pause()` it moves only when the test advances time (or the
+/// runtime auto-advances to the next timer), so timers and timestamps agree.
+#[derive(Debug)]
+pub struct Tokio {
+    origin: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl Tokio {
+    /// A clock reading `origin` now and moving with tokio's time.
+    pub fn new(origin: Timestamp) -> Arc<Self> {
+        Arc::new(Self {
+            origin,
+            start: tokio::time::Instant::now(),
+        })
+    }
+}
+
+impl Clock for Tokio {
+    fn now(&self) -> Timestamp {
+        after(self.origin, self.start.elapsed())
+    }
+}
+
+/// `at + d`, saturating at the end of time.
+pub fn after(at: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| at.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// A short, rounded form for messages and tables: `3d 4h`, `5m 12s`, `42s`.
@@ -48,5 +136,22 @@ mod tests {
         let b = Timestamp::from_second(160).unwrap();
         assert_eq!(between(a, b), Duration::from_secs(60));
         assert_eq!(between(b, a), Duration::ZERO);
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let at = Timestamp::from_second(1_000).unwrap();
+        let clock = Manual::new(at);
+        assert_eq!(clock.now(), at);
+        clock.advance(Duration::from_secs(90));
+        assert_eq!(clock.now().as_second(), 1_090);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokio_clock_follows_paused_time() {
+        let at = Timestamp::from_second(1_000).unwrap();
+        let clock = Tokio::new(at);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(clock.now().as_second(), 4_600);
     }
 }

@@ -17,32 +17,87 @@ use crate::secret::SecretSource;
 /// One configured credential.
 #[derive(Debug)]
 pub struct Credential {
+    /// The name callers ask for it by (the config's `name`); unique.
     pub name: Arc<str>,
     /// Callers that may fetch it; a caller matched by no rule is denied.
     pub allow: Vec<AllowRule>,
     /// A token with less than this left is not handed out unless the caller
     /// asks for a different margin.
     pub min_valid: Duration,
+    /// What it is and how it is obtained.
     pub kind: Kind,
 }
 
 /// The kind-specific part of a credential.
 #[derive(Debug)]
 pub enum Kind {
+    /// A `glean_token` credential.
     Glean(GleanToken),
+    /// An `oauth_refresh` or `oauth_client_credentials` credential.
     OAuth(OAuthCredential),
 }
 
 impl Kind {
-    /// The name used for this kind in the config and the API.
-    pub fn name(&self) -> &'static str {
+    /// Which of the configurable kinds this is.
+    pub fn kind(&self) -> CredentialKind {
         match self {
-            Self::Glean(_) => "glean_token",
+            Self::Glean(_) => CredentialKind::GleanToken,
             Self::OAuth(o) => match o.grant {
-                OAuthGrant::RefreshToken => "oauth_refresh",
-                OAuthGrant::ClientCredentials => "oauth_client_credentials",
+                OAuthGrant::RefreshToken => CredentialKind::OAuthRefresh,
+                OAuthGrant::ClientCredentials => CredentialKind::OAuthClientCredentials,
             },
         }
+    }
+
+    /// The name used for this kind in the config and the API.
+    pub fn name(&self) -> &'static str {
+        self.kind().as_str()
+    }
+}
+
+/// The kinds of credential a config can name (DESIGN §2), without their
+/// data: what status listings, alerts and metrics need to tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    /// A Glean-issued API token; never renews.
+    GleanToken,
+    /// An OAuth refresh token from a one-time login.
+    OAuthRefresh,
+    /// An OAuth client-credentials grant.
+    OAuthClientCredentials,
+}
+
+impl CredentialKind {
+    /// Every kind, in the order the config documents them.
+    pub const ALL: [Self; 3] = [
+        Self::GleanToken,
+        Self::OAuthRefresh,
+        Self::OAuthClientCredentials,
+    ];
+
+    /// The name in the config's `kind` field and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GleanToken => "glean_token",
+            Self::OAuthRefresh => "oauth_refresh",
+            Self::OAuthClientCredentials => "oauth_client_credentials",
+        }
+    }
+
+    /// The kind named `s` in a config.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether tokend renews it itself (OAuth) rather than people rotating it.
+    pub fn renews(self) -> bool {
+        self != Self::GleanToken
+    }
+}
+
+impl std::fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -50,7 +105,9 @@ impl Kind {
 /// it, and tokend checks its permission, scopes and expiry before serving it.
 #[derive(Debug)]
 pub struct GleanToken {
+    /// Whose identity the token acts with, fixed when it was created.
     pub permission: Permission,
+    /// The scopes it was created with.
     pub scopes: ScopeSet,
     /// From the config; an imported secret may bring its own.
     pub expires_at: Option<Timestamp>,
@@ -58,6 +115,7 @@ pub struct GleanToken {
     pub owner: Option<String>,
     /// The Glean backend it is for, e.g. `https://acme-be.glean.com`.
     pub instance: Option<String>,
+    /// Where its secret is kept.
     pub secret: GleanSecret,
 }
 
@@ -66,7 +124,9 @@ pub struct GleanToken {
 pub enum GleanSecret {
     /// Read from a file, the environment or systemd at load.
     Configured {
+        /// Where it was read from.
         source: SecretSource,
+        /// The secret as read.
         secret: SecretString,
     },
     /// Imported with `tokenctl import` into the encrypted store.
@@ -85,12 +145,15 @@ pub enum OAuthGrant {
 /// An OAuth 2.0 credential: how to reach the token endpoint and when to renew.
 #[derive(Debug)]
 pub struct OAuthCredential {
+    /// Which grant renews the access token.
     pub grant: OAuthGrant,
     /// Discovery base (RFC 8414), used when `token_endpoint` is absent.
     pub issuer: Option<String>,
+    /// Where token requests go; `None` to discover it from `issuer`.
     pub token_endpoint: Option<String>,
     /// Where `tokenctl login` receives the authorization code.
     pub redirect_uri: String,
+    /// The client id, secret and scopes sent to the token endpoint.
     pub client: oauth::Client,
     /// Sent after `Authorization`, e.g. `X-Glean-Auth-Type: OAUTH`.
     pub extra_headers: Vec<(String, String)>,
@@ -99,6 +162,7 @@ pub struct OAuthCredential {
     /// Serve a still-valid token with less than `min_valid` left (flagged
     /// stale) while refreshing fails, instead of failing the call.
     pub serve_stale: bool,
+    /// When to renew the access token.
     pub schedule: Schedule,
 }
 
@@ -113,20 +177,30 @@ pub struct Schedule {
     pub default_lifetime: Duration,
 }
 
-/// One entry of a credential's `allow` list.
+/// Users and groups, by id: who a rule or the admin list admits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AllowRule {
+pub struct Principals {
+    /// Admitted users.
     pub uids: Vec<u32>,
+    /// Admitted groups, primary or supplementary.
     pub gids: Vec<u32>,
-    /// For global Glean tokens: the identities callers admitted by this rule
-    /// may act as.
-    pub act_as: Vec<ActAsPattern>,
 }
 
-impl AllowRule {
+impl Principals {
+    /// Whether `peer` is one of the users or in one of the groups.
     pub fn admits(&self, peer: &Peer) -> bool {
         self.uids.contains(&peer.uid) || self.gids.iter().any(|g| peer.in_group(*g))
     }
+}
+
+/// One entry of a credential's `allow` list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowRule {
+    /// Callers this rule admits.
+    pub who: Principals,
+    /// For global Glean tokens: the identities callers admitted by this rule
+    /// may act as.
+    pub act_as: Vec<ActAsPattern>,
 }
 
 impl Credential {
@@ -157,14 +231,14 @@ impl Credential {
 
     /// Whether any rule admits `peer`.
     pub fn admits(&self, peer: &Peer) -> bool {
-        self.allow.iter().any(|r| r.admits(peer))
+        self.allow.iter().any(|r| r.who.admits(peer))
     }
 
     /// The act-as patterns granted to `peer` by every rule admitting it.
     pub fn act_as_patterns<'a>(&'a self, peer: &'a Peer) -> impl Iterator<Item = &'a ActAsPattern> {
         self.allow
             .iter()
-            .filter(|r| r.admits(peer))
+            .filter(|r| r.who.admits(peer))
             .flat_map(|r| r.act_as.iter())
     }
 }
@@ -172,15 +246,11 @@ impl Credential {
 /// Who may call the administrative parts of the API (and see every
 /// credential's status). Root always may.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Admins {
-    pub uids: Vec<u32>,
-    pub gids: Vec<u32>,
-}
+pub struct Admins(pub Principals);
 
 impl Admins {
+    /// Whether `peer` is root or one of the configured admins.
     pub fn admits(&self, peer: &Peer) -> bool {
-        peer.uid == 0
-            || self.uids.contains(&peer.uid)
-            || self.gids.iter().any(|g| peer.in_group(*g))
+        peer.uid == 0 || self.0.admits(peer)
     }
 }

@@ -23,8 +23,10 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Every permission, e.g. to list the valid choices.
     pub const ALL: [Self; 3] = [Self::User, Self::Global, Self::Anonymous];
 
+    /// The name in the config's `permission` field and in messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",
@@ -83,6 +85,7 @@ impl Scope {
         &SCOPES
     }
 
+    /// The scope's name as Glean spells it, in upper case.
     pub fn as_str(self) -> &'static str {
         SCOPES[usize::from(self.0)]
     }
@@ -126,14 +129,17 @@ impl fmt::Display for Scope {
 pub struct ScopeSet(u32);
 
 impl ScopeSet {
+    /// Adds `scope` to the set.
     pub fn insert(&mut self, scope: Scope) {
         self.0 |= 1 << scope.0;
     }
 
+    /// Whether `scope` is in the set.
     pub fn contains(self, scope: Scope) -> bool {
         self.0 & (1 << scope.0) != 0
     }
 
+    /// Whether the set holds no scope.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -143,6 +149,7 @@ impl ScopeSet {
         Self(self.0 & !other.0)
     }
 
+    /// The scopes in the set, in Glean's documented order.
     pub fn iter(self) -> impl Iterator<Item = Scope> {
         (0..SCOPES.len() as u8)
             .map(Scope)
@@ -212,10 +219,12 @@ impl ActAsPattern {
         ok.then(|| Self(s.to_ascii_lowercase()))
     }
 
+    /// The pattern as written, in lower case.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// Whether `email` matches the pattern, ignoring ASCII case.
     pub fn matches(&self, email: &str) -> bool {
         glob_match(self.0.as_bytes(), email.as_bytes())
     }

@@ -4,51 +4,58 @@
 //!
 //! # Layout
 //!
+//! Dependencies point down this list, never up: `bin → daemon → grpc →
+//! {broker, config} → {refresh, alert} → metrics → status/token/credential →
+//! leaves`.
+//!
+//! - [`daemon`]: startup and shutdown order, reloads, background tasks, the
+//!   metrics listener.
+//! - [`grpc`]: the socket and the gRPC services; every domain↔proto
+//!   conversion and the one error→status mapping.
+//! - [`broker`]: every credential by name, and the decision to serve one;
+//!   admin commands forwarded to the refresh drivers.
 //! - [`config`]: the TOML config, validated into typed credentials with
 //!   errors that name file, line and field.
-//! - [`credential`]: what is held per credential and who may use it.
-//! - [`glean`]: Glean's token rules: permissions, scopes, act-as emails.
-//! - [`secret`]: reading secrets from files, the environment and systemd.
-//! - [`broker`]: every credential by name, and the decision to serve one.
+//! - [`refresh`]: one driver task per OAuth credential, renewing ahead of
+//!   expiry, single-flight, with backoff; its typed errors.
+//! - [`alert`]: conditions, dedup, repeats and resolves, delivered to sinks.
+//! - [`metrics`]: Prometheus metrics, rendered from statuses.
+//! - [`status`]: the read-only view of a credential.
 //! - [`token`]: the token a credential serves now and its state, published
 //!   through a `watch` channel.
-//! - [`oauth`]: token endpoints: discovery, grants, error classes.
-//! - [`refresh`]: one driver task per OAuth credential, renewing ahead of
-//!   expiry, single-flight, with backoff.
-//! - [`store`]: the encrypted redb store of refresh tokens and secrets.
-//! - [`peer`]: the caller's uid, gid, groups and pid from the socket.
-//! - [`server`]: socket binding and the gRPC services; [`client`]: the other end.
-//! - [`daemon`]: startup and shutdown order.
-//! - [`login`]: the person's side of an OAuth login; [`check`]: `tokenctl check`.
-//! - [`clock`]: time as read and as shown.
-//! - `src/bin/tokend.rs`, `src/bin/tokenctl.rs`: thin binaries over the above.
+//! - [`credential`]: what is held per credential and who may use it.
+//! - Leaves: [`glean`] (Glean's token rules), [`oauth`] (token endpoints),
+//!   [`store`] (the encrypted store), [`secret`] (secret sources), [`peer`]
+//!   (the caller's identity), [`clock`] (injectable time), [`systemd`].
+//! - [`login`], [`check`]: the person's side of `tokenctl login` and
+//!   `tokenctl check`, over the typed client.
+//! - [`proto`]: the generated API, from the `tokend-client` crate
+//!   (`clients/rust`), which is also how `tokenctl` talks to the daemon.
+//! - `src/bin/tokend.rs`, `src/bin/tokenctl/`: thin binaries over the above.
+
+#![warn(missing_docs)]
 
 pub mod alert;
 pub mod broker;
 pub mod check;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod daemon;
 pub mod glean;
+pub mod grpc;
 pub mod login;
 pub mod metrics;
 pub mod oauth;
 pub mod peer;
 pub mod refresh;
 pub mod secret;
-pub mod server;
+pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod token;
 
-/// Generated gRPC code for `proto/tokend/v1/tokend.proto`.
-#[allow(unused_qualifications, clippy::all, clippy::pedantic)] // generated code, not ours to restyle
-pub mod proto {
-    tonic::include_proto!("tokend.v1");
+#[cfg(test)]
+mod testing;
 
-    /// Descriptor set of the API, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/tokend_descriptor.bin"));
-}
+pub use tokend_client::proto;

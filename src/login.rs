@@ -13,6 +13,7 @@ use base64::Engine as _;
 use reqwest::Url;
 use secrecy::SecretString;
 use sha2::Digest as _;
+
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -29,7 +30,9 @@ pub enum LoginError {
     /// The authorization server reported an error (the person declined, say).
     #[error("the authorization server refused the login: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Refused {
+        /// The callback's `error` code, e.g. `access_denied`.
         error: String,
+        /// The callback's `error_description`, if it sent one.
         description: Option<String>,
     },
     /// A request reached the listener on another path than the redirect's.
@@ -37,13 +40,23 @@ pub enum LoginError {
         "a request arrived for {path} instead of the redirect path {expected}; the login was \
          ended so nothing unexpected is accepted, run it again"
     )]
-    WrongPath { path: String, expected: String },
+    WrongPath {
+        /// The path the request arrived for.
+        path: String,
+        /// The redirect URI's path.
+        expected: String,
+    },
     /// A pasted address is not on the redirect URI's scheme, host and port.
     #[error(
         "the pasted address is on {origin}, not on the redirect URI's {expected}; paste the \
          address the browser ends on after logging in"
     )]
-    WrongOrigin { origin: String, expected: String },
+    WrongOrigin {
+        /// The pasted address's scheme, host and port.
+        origin: String,
+        /// The redirect URI's scheme, host and port.
+        expected: String,
+    },
     /// The callback has no `code`.
     #[error("the callback carries no authorization code")]
     NoCode,
@@ -59,7 +72,9 @@ pub enum LoginError {
     /// Listening failed.
     #[error("cannot listen on {addr} for the redirect: {source}")]
     Listen {
+        /// The address it tried to listen on, `host:port`.
         addr: String,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// What was pasted is not a URL.
@@ -69,7 +84,10 @@ pub enum LoginError {
 
 /// A PKCE verifier and its S256 challenge.
 pub struct Pkce {
+    /// The secret verifier, sent only with the code exchange.
     pub verifier: SecretString,
+    /// The verifier's SHA-256, base64url-encoded, sent in the authorization
+    /// URL.
     pub challenge: String,
 }
 
@@ -186,6 +204,8 @@ pub struct CallbackListener {
 }
 
 impl CallbackListener {
+    /// Listens on the address of `redirect_uri`, which must be an http
+    /// loopback address.
     pub async fn bind(redirect_uri: &Url) -> Result<Self, LoginError> {
         Ok(Self {
             listener: listen(redirect_uri).await?,
@@ -290,6 +310,106 @@ impl std::fmt::Debug for Pkce {
             "Pkce {{ verifier: [redacted], challenge: {} }}",
             self.challenge
         )
+    }
+}
+
+/// How `tokenctl login` runs.
+#[derive(Clone, Debug)]
+pub struct LoginOptions {
+    /// Try to open the URL in the desktop session's browser.
+    pub open_browser: bool,
+    /// No listener: the person pastes the address the browser ends on.
+    pub paste: bool,
+    /// Give up when nobody completes the login within this time.
+    pub timeout: Duration,
+}
+
+/// Why a login flow failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginFlowError {
+    /// The daemon refused a step (not an admin, not an OAuth credential,
+    /// the issuer cannot do PKCE, the code exchange failed).
+    #[error(transparent)]
+    Call(#[from] tokend_client::Error),
+    /// The person's side of the login failed.
+    #[error("login for `{name}` failed: {source}")]
+    Failed {
+        /// The credential.
+        name: String,
+        /// What went wrong.
+        source: LoginError,
+    },
+    /// The pasted address could not be read.
+    #[error("cannot read the pasted address: {0}")]
+    Stdin(std::io::Error),
+}
+
+/// Runs a whole login for credential `name`: the daemon checks the issuer
+/// and names the endpoints, the person logs in in a browser, and the daemon
+/// exchanges the code (it holds the client secret, and the refresh token
+/// never passes through this process). `say` shows instructions.
+pub async fn run(
+    client: &tokend_client::Client,
+    name: &str,
+    options: &LoginOptions,
+    say: impl Fn(&str),
+) -> Result<tokend_client::Refreshed, LoginFlowError> {
+    let failed = |source| LoginFlowError::Failed {
+        name: name.to_owned(),
+        source,
+    };
+    let info = client.begin_login(name).await?;
+    let redirect = Url::parse(&info.redirect_uri).map_err(|_| failed(LoginError::NotAUrl))?;
+    let state = random(24);
+    let pkce = Pkce::new();
+    let url = authorization_url(
+        &info.authorization_endpoint,
+        &info.client_id,
+        &info.redirect_uri,
+        &info.scopes,
+        &state,
+        &pkce.challenge,
+    )
+    .map_err(failed)?;
+    let code = if options.paste {
+        say(&format!(
+            "Open this URL in a browser and log in:\n\n  {url}\n"
+        ));
+        say("Then paste the whole address the browser ends on (it may show an error page):");
+        let mut line = zeroize::Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(LoginFlowError::Stdin)?;
+        parse_pasted(&line, &redirect, &state)
+    } else {
+        let listener = CallbackListener::bind(&redirect).await.map_err(failed)?;
+        say(&format!(
+            "Open this URL in a browser and log in (waiting up to {}):\n\n  {url}\n",
+            crate::clock::human(options.timeout)
+        ));
+        if options.open_browser {
+            open_browser(url.as_str());
+        }
+        listener.receive(&state, options.timeout).await
+    }
+    .map_err(failed)?;
+    Ok(client
+        .complete_login(name, &code, &pkce.verifier, &info.redirect_uri)
+        .await?)
+}
+
+/// Best effort: a desktop session's opener, detached, output discarded.
+fn open_browser(url: &str) {
+    let has_display =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if has_display {
+        let _ = std::process::Command::new("xdg-open")
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
     }
 }
 

@@ -1,20 +1,20 @@
-//! Prometheus metrics (OpenMetrics text) on an optional listener, TCP or a
-//! Unix socket. Per-credential gauges are read from the broker at scrape
-//! time, so they are never stale and cost nothing between scrapes.
+//! Prometheus metrics (OpenMetrics text). Per-credential gauges are rendered
+//! from the statuses of the moment at scrape time, so they are never stale
+//! and cost nothing between scrapes; the listener serving them is the
+//! daemon's (`daemon::metrics_http`).
 
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+use jiff::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::status::Status;
 use crate::token::State;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,6 +136,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts and times one token request by its result.
     pub fn refresh(&self, result: &'static str, started: Instant) {
         let label = ResultLabel { result };
         self.refresh_attempts.get_or_create(&label).inc();
@@ -158,6 +159,7 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Counts one alert delivery by sink and result.
     pub fn alert_delivery(&self, sink: &str, result: &str) {
         self.alert_deliveries
             .get_or_create(&SinkLabel {
@@ -167,13 +169,13 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text, with per-credential gauges read from `broker` now.
-    pub fn render(&self, broker: &Broker) -> String {
-        let now = crate::clock::now();
+    /// The exposition text, with per-credential gauges from `statuses`
+    /// taken at `now`.
+    pub fn render(&self, statuses: &[Status], now: Timestamp) -> String {
         self.expiry.clear();
         self.state.clear();
         self.since_refresh.clear();
-        for s in broker.list_all(now) {
+        for s in statuses {
             let credential = s.name.to_string();
             if let Some(at) = s.expires_at {
                 self.expiry
@@ -189,14 +191,7 @@ impl Metrics {
                     })
                     .set(now.duration_since(at).as_secs_f64());
             }
-            for state in [
-                State::Fresh,
-                State::Refreshing,
-                State::Stale,
-                State::Expired,
-                State::NeedsLogin,
-                State::Misconfigured,
-            ] {
+            for state in State::ALL {
                 self.state
                     .get_or_create(&StateLabel {
                         credential: credential.clone(),
@@ -234,88 +229,4 @@ fn code_name(code: tonic::Code) -> &'static str {
         C::DataLoss => "DataLoss",
         C::Unauthenticated => "Unauthenticated",
     }
-}
-
-/// Where `[metrics] listen` points: `host:port`, or `unix:/path`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Listen {
-    Tcp(String),
-    Unix(std::path::PathBuf),
-}
-
-/// Serves `GET /metrics` until `shutdown`.
-pub async fn serve(
-    listen: Listen,
-    metrics: std::sync::Arc<Metrics>,
-    broker: std::sync::Arc<Broker>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    macro_rules! accept_loop {
-        ($listener:expr) => {
-            loop {
-                let stream = tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    r = $listener.accept() => match r {
-                        Ok((s, _)) => s,
-                        Err(_) => continue,
-                    },
-                };
-                let (metrics, broker) = (metrics.clone(), broker.clone());
-                tokio::spawn(async move {
-                    let (read, write) = tokio::io::split(stream);
-                    let _ = answer(read, write, &metrics, &broker).await;
-                });
-            }
-        };
-    }
-    match listen {
-        Listen::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(&addr).await?;
-            tracing::info!(%addr, "metrics listening");
-            accept_loop!(listener)
-        }
-        Listen::Unix(path) => {
-            let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path)?;
-            tracing::info!(path = %path.display(), "metrics listening");
-            accept_loop!(listener)
-        }
-    }
-}
-
-async fn answer<R, W>(
-    read: R,
-    mut write: W,
-    metrics: &Metrics,
-    broker: &Broker,
-) -> std::io::Result<()>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let mut lines = BufReader::new(read).lines();
-    let request = lines.next_line().await?.unwrap_or_default();
-    while let Some(line) = lines.next_line().await? {
-        if line.is_empty() {
-            break;
-        }
-    }
-    let path = request.split(' ').nth(1).unwrap_or("");
-    let (status, kind, body) =
-        if request.starts_with("GET ") && path.split('?').next() == Some("/metrics") {
-            (
-                "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics.render(broker),
-            )
-        } else {
-            ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
-        };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    write.write_all(head.as_bytes()).await?;
-    write.write_all(body.as_bytes()).await?;
-    write.shutdown().await
 }

@@ -20,7 +20,9 @@ use tonic::transport::server::Connected;
 /// The kernel's account of a connected caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
+    /// The caller's effective uid.
     pub uid: u32,
+    /// The caller's effective (primary) gid.
     pub gid: u32,
     /// Absent when the caller is in another pid namespace.
     pub pid: Option<i32>,
@@ -94,6 +96,7 @@ pub struct PeerStream {
 }
 
 impl PeerStream {
+    /// Wraps an accepted stream, reading its peer's identity now.
     pub fn new(stream: UnixStream) -> io::Result<Self> {
         let peer = Arc::new(Peer::of(&stream)?);
         Ok(Self { stream, peer })

@@ -35,44 +35,74 @@ pub enum SecretError {
     /// The file could not be opened or read.
     #[error("cannot read secret file {path}: {source}")]
     Io {
+        /// The secret file's path.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// The file is not a regular file.
     #[error("secret file {path} is not a regular file")]
-    NotAFile { path: PathBuf },
+    NotAFile {
+        /// The secret file's path.
+        path: PathBuf,
+    },
     /// The file grants access beyond its owner.
     #[error(
         "secret file {path} is accessible by group or others (mode {mode:04o}); \
          run `chmod 600 {path}`"
     )]
-    TooOpen { path: PathBuf, mode: u32 },
+    TooOpen {
+        /// The secret file's path.
+        path: PathBuf,
+        /// The file's permission bits.
+        mode: u32,
+    },
     /// The file belongs to someone other than the daemon's user or root.
     #[error(
         "secret file {path} is owned by uid {owner}, but tokend runs as uid {me}; \
          run `chown {me} {path}`"
     )]
-    WrongOwner { path: PathBuf, owner: u32, me: u32 },
+    WrongOwner {
+        /// The secret file's path.
+        path: PathBuf,
+        /// The uid that owns the file.
+        owner: u32,
+        /// The uid tokend runs as.
+        me: u32,
+    },
     /// The file is implausibly large for a token.
     #[error(
         "secret file {path} is larger than {MAX_SECRET_LEN} bytes; it must hold the token alone"
     )]
-    TooLarge { path: PathBuf },
+    TooLarge {
+        /// The secret file's path.
+        path: PathBuf,
+    },
     /// The environment variable is not set.
     #[error("environment variable {var} is not set (or not valid UTF-8)")]
-    EnvUnset { var: String },
+    EnvUnset {
+        /// The variable's name.
+        var: String,
+    },
     /// A systemd credential was named outside systemd.
     #[error(
         "systemd credential `{name}` needs $CREDENTIALS_DIRECTORY, which systemd sets for units \
          with LoadCredential=; outside systemd use secret = {{ file = \"…\" }}"
     )]
-    NoCredentialsDirectory { name: String },
+    NoCredentialsDirectory {
+        /// The systemd credential's name.
+        name: String,
+    },
     /// The secret is empty, or could not be sent in an HTTP header.
     #[error(
         "{origin} is empty or holds characters that cannot go in an HTTP header \
          (spaces, control characters or non-ASCII inside the token); it must hold the token alone"
     )]
-    Malformed { origin: String },
+    Malformed {
+        /// Where the secret came from, e.g. `secret file <path>`; never its
+        /// content.
+        origin: String,
+    },
 }
 
 impl SecretSource {

@@ -57,15 +57,19 @@ impl Notifier {
         }
     }
 
+    /// `READY=1`: startup is done and the socket is served.
     pub fn ready(&self) {
         self.notify("READY=1");
     }
 
+    /// `STATUS=`: a one-line summary for `systemctl status`; newlines
+    /// become spaces.
     pub fn status(&self, status: &str) {
         // One line: a newline would start another assignment.
         self.notify(&format!("STATUS={}", status.replace('\n', " ")));
     }
 
+    /// `WATCHDOG=1`: the keep-alive ping, sent every [`watchdog_interval`].
     pub fn watchdog(&self) {
         self.notify("WATCHDOG=1");
     }
@@ -78,6 +82,7 @@ impl Notifier {
         self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
     }
 
+    /// `STOPPING=1`: shutdown has begun.
     pub fn stopping(&self) {
         self.notify("STOPPING=1");
     }

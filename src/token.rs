@@ -18,7 +18,9 @@ use crate::clock;
 pub struct Token {
     /// `Bearer <token>`, built once.
     authorization: SecretString,
+    /// When the token expires; `None` for one that does not.
     pub expires_at: Option<Timestamp>,
+    /// When tokend obtained (or loaded) the token; renewal is scheduled from it.
     pub issued_at: Timestamp,
     /// First 16 hex digits of the token's SHA-256: how callers name it in
     /// `Invalidate` without sending it back.
@@ -31,6 +33,8 @@ pub struct Token {
 }
 
 impl Token {
+    /// A token for `access_token`, its header value and fingerprint computed
+    /// once.
     pub fn new(
         access_token: &str,
         expires_at: Option<Timestamp>,
@@ -96,6 +100,17 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, for exporting one gauge per state.
+    pub const ALL: [Self; 6] = [
+        Self::Fresh,
+        Self::Refreshing,
+        Self::Stale,
+        Self::Expired,
+        Self::NeedsLogin,
+        Self::Misconfigured,
+    ];
+
+    /// The name in the API, logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fresh => "fresh",
@@ -111,11 +126,16 @@ impl State {
 /// Everything published about a credential at one moment.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    /// The token to serve; `None` until one is obtained or imported.
     pub token: Option<Arc<Token>>,
+    /// The credential's condition.
     pub state: State,
     /// What a person should know when not healthy; no secrets.
     pub last_error: Option<Arc<str>>,
+    /// When a token was last obtained; `None` if none has been yet.
     pub last_refresh: Option<Timestamp>,
+    /// When the driver next renews or retries; `None` when it will not on
+    /// its own (no expiry, or a person must act).
     pub next_refresh: Option<Timestamp>,
     /// When the login's refresh token reaches the source's configured
     /// lifetime (`refresh_token_lifetime`), if known.
@@ -126,6 +146,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot in `state` with no token and nothing else known yet.
     pub fn new(state: State) -> Self {
         Self {
             token: None,

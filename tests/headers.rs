@@ -351,7 +351,7 @@ async fn health_is_serving_and_reflection_lists_the_broker() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let (_work, daemon) = start();
-    let channel = tokend::client::channel(&daemon.socket).await.unwrap();
+    let channel = tokend_client::channel(&daemon.socket).await.unwrap();
     let mut health = HealthClient::new(channel.clone());
     for service in ["", "tokend.v1.TokenBroker"] {
         let status = health

@@ -391,7 +391,7 @@ async fn five_hundred_waiting_callers_share_one_token_request() {
         calls.spawn(async move {
             // A few connections, many streams on each.
             tokio::time::sleep(Duration::from_millis(i % 5)).await;
-            let mut c = tokend::client::connect(&socket).await.unwrap();
+            let mut c = common::connect(&socket).await;
             c.get_headers(get("glue"))
                 .await
                 .map(|r| r.into_inner().token_fingerprint)

@@ -21,6 +21,7 @@ use common::{Daemon, Workdir};
 use nix::sys::signal::Signal;
 use secrecy::ExposeSecret;
 use tokend::oauth::AuthMethod;
+use tokend::proto::token_broker_client::TokenBrokerClient;
 use tokend::proto::{GetHeadersRequest, ListCredentialsRequest, PutRefreshTokenRequest};
 
 const REFRESH_CREDENTIALS: usize = 10;
@@ -77,7 +78,7 @@ async fn soak(duration: Duration) {
     work.write_config("http_timeout = \"1s\"\nmax_backoff = \"3s\"", &text);
     let daemon = Arc::new(Mutex::new(Daemon::start(&work)));
     {
-        let channel = tokend::client::channel(&work.socket())
+        let channel = tokend_client::channel(&work.socket())
             .await
             .expect("connect");
         let mut admin = tokend::proto::admin_client::AdminClient::new(channel);
@@ -117,7 +118,10 @@ async fn soak(duration: Duration) {
                     format!("cc-{}", n % CC_CREDENTIALS)
                 };
                 if client.is_none() {
-                    match tokend::client::connect(&socket).await {
+                    match tokend_client::channel(&socket)
+                        .await
+                        .map(TokenBrokerClient::new)
+                    {
                         Ok(c) => client = Some(c),
                         Err(_) => {
                             count(&tally, "unreachable (restarting)");
@@ -209,7 +213,7 @@ async fn soak(duration: Duration) {
 
     // Refresh tokens lost: oauth_refresh credentials that need a login now.
     let socket = work.socket();
-    let mut client = tokend::client::connect(&socket).await.unwrap();
+    let mut client = TokenBrokerClient::new(tokend_client::channel(&socket).await.unwrap());
     let list = client
         .list_credentials(ListCredentialsRequest {})
         .await

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tokend::{config, daemon, refresh};
+use tokend::{config, daemon};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -98,12 +98,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         tracing::info!(signal = name, "stopping");
         stop.cancel();
     });
-    let settings = refresh::Settings {
-        max_backoff: config.daemon.max_backoff,
-        crash_after_token_response: std::env::var_os("TOKEND_TEST_CRASH_AFTER_TOKEN_RESPONSE")
-            .is_some(),
-    };
-    daemon::run(config, settings, shutdown).await?;
+    daemon::run(config, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

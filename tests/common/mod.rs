@@ -203,17 +203,22 @@ impl Daemon {
     }
 
     pub async fn client(&self) -> TokenBrokerClient<Channel> {
-        tokend::client::connect(&self.socket)
-            .await
-            .expect("connect to tokend")
+        connect(&self.socket).await
     }
 
     pub async fn admin(&self) -> AdminClient<Channel> {
         AdminClient::new(
-            tokend::client::channel(&self.socket)
+            tokend_client::channel(&self.socket)
                 .await
                 .expect("connect to tokend"),
         )
+    }
+
+    /// The typed client on this daemon's socket.
+    pub async fn typed(&self) -> tokend_client::Client {
+        tokend_client::Client::connect(&self.socket)
+            .await
+            .expect("connect to tokend")
     }
 }
 
@@ -259,6 +264,16 @@ pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A raw `TokenBroker` client on `socket`, through the client crate's
+/// connector.
+pub async fn connect(socket: &Path) -> TokenBrokerClient<Channel> {
+    TokenBrokerClient::new(
+        tokend_client::channel(socket)
+            .await
+            .expect("connect to tokend"),
+    )
 }
 
 /// Fails with instructions unless the tests run as root, which they need to

@@ -7,12 +7,16 @@
 //! error body and `Retry-After`, and the classification of errors drives the
 //! daemon's state machine, so it is clearer to own these ~300 lines.
 
+mod endpoint;
+
 use std::time::Duration;
 
 use base64::Engine as _;
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+pub use endpoint::{Http, TokenEndpoint};
 
 /// The HTTP client for token endpoints: rustls with the ring provider,
 /// `timeout` per request, no redirects (a token endpoint that redirects is
@@ -46,8 +50,10 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
+    /// Every method's config name, for error messages.
     pub const NAMES: [&str; 3] = ["client_secret_post", "client_secret_basic", "none"];
 
+    /// The method a config name (RFC 8414's spelling) means; `None` if unknown.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "client_secret_post" => Some(Self::ClientSecretPost),
@@ -57,6 +63,7 @@ impl AuthMethod {
         }
     }
 
+    /// The method's name as in config and RFC 8414 metadata.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClientSecretPost => "client_secret_post",
@@ -69,9 +76,14 @@ impl AuthMethod {
 /// A client of one token endpoint.
 #[derive(Debug)]
 pub struct Client {
+    /// The client's id at the authorization server.
     pub client_id: String,
+    /// The client's secret; `None` for a public client.
     pub client_secret: Option<SecretString>,
+    /// How the id and secret are sent to the token endpoint.
     pub auth_method: AuthMethod,
+    /// Scopes to request; sent as `scope` with every grant but
+    /// `authorization_code`.
     pub scopes: Vec<String>,
     /// Extra form fields sent with every token request, e.g. Glue's `subject`.
     pub extra_params: Vec<(String, String)>,
@@ -80,16 +92,23 @@ pub struct Client {
 /// Which grant to request.
 #[derive(Clone, Copy, Debug)]
 pub enum Grant<'a> {
+    /// Trade this refresh token for a new access token.
     RefreshToken(&'a SecretString),
+    /// Authenticate as the client itself; no user, no refresh token.
     ClientCredentials,
+    /// Finish a login: trade an authorization code for tokens.
     AuthorizationCode {
+        /// The code the authorization endpoint redirected with.
         code: &'a SecretString,
+        /// The PKCE code verifier whose challenge began the login.
         verifier: &'a SecretString,
+        /// The redirect URI the authorization request used.
         redirect_uri: &'a str,
     },
 }
 
 impl Grant<'_> {
+    /// The grant's `grant_type` value.
     pub fn name(&self) -> &'static str {
         match self {
             Self::RefreshToken(_) => "refresh_token",
@@ -102,6 +121,7 @@ impl Grant<'_> {
 /// A successful token response.
 #[derive(Debug)]
 pub struct Tokens {
+    /// The new access token.
     pub access_token: SecretString,
     /// Present when the server issued (possibly rotated) a refresh token.
     pub refresh_token: Option<SecretString>,
@@ -118,6 +138,7 @@ pub enum TokenError {
     /// Worth retrying later: network trouble, timeouts, 5xx, 429.
     #[error("{reason}")]
     Transient {
+        /// What went wrong, for logs and callers; never holds a secret.
         reason: String,
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
@@ -450,14 +471,21 @@ fn httpdate_to_timestamp(s: &str) -> Option<Timestamp> {
 /// A metadata document (RFC 8414 / OpenID Connect Discovery), the fields we use.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Metadata {
+    /// The issuer identifier the document claims; `None` if it omits it.
     pub issuer: Option<String>,
+    /// Where token requests go.
     pub token_endpoint: String,
+    /// Where a login sends the browser; `None` if the issuer has none.
     #[serde(default)]
     pub authorization_endpoint: Option<String>,
+    /// Where tokens are revoked (RFC 7009); `None` if the issuer has none.
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// PKCE methods offered, e.g. `S256`; empty if unadvertised.
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,
+    /// Client authentication methods offered; empty means RFC 8414's default,
+    /// `client_secret_basic`.
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Vec<String>,
 }
@@ -553,118 +581,4 @@ pub fn fingerprint(token: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn now() -> Timestamp {
-        "2030-01-01T00:00:00Z".parse().unwrap()
-    }
-
-    fn jwt(claims: &str) -> String {
-        let e = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        format!("{}.{}.sig", e(r#"{"alg":"RS256"}"#), e(claims))
-    }
-
-    #[test]
-    fn expiry_from_expires_in_then_jwt_then_default() {
-        let d = Duration::from_secs(3600);
-        let t = parse_tokens(
-            br#"{"access_token":"a","token_type":"Bearer","expires_in":30}"#,
-            d,
-            now(),
-        )
-        .unwrap();
-        assert_eq!(t.expires_at.to_string(), "2030-01-01T00:00:30Z");
-        let t = parse_tokens(br#"{"access_token":"a","expires_in":"45"}"#, d, now()).unwrap();
-        assert_eq!(t.expires_at.to_string(), "2030-01-01T00:00:45Z");
-        let token = jwt(r#"{"sub":"x","exp":1893456100}"#);
-        let body = format!(r#"{{"access_token":"{token}","token_type":"bearer"}}"#);
-        let t = parse_tokens(body.as_bytes(), d, now()).unwrap();
-        assert_eq!(t.expires_at.as_second(), 1_893_456_100);
-        let t = parse_tokens(br#"{"access_token":"opaque"}"#, d, now()).unwrap();
-        assert_eq!(t.expires_at.to_string(), "2030-01-01T01:00:00Z");
-        assert!(t.refresh_token.is_none());
-    }
-
-    #[test]
-    fn malformed_responses_are_errors_without_content() {
-        let d = Duration::from_secs(60);
-        for body in [
-            &b"not json SECRETX"[..],
-            br#"{"token":"SECRETX"}"#,
-            br#"{"access_token":"SECRET X"}"#,
-        ] {
-            let e = parse_tokens(body, d, now()).unwrap_err();
-            assert!(!e.to_string().contains("SECRET"), "{e}");
-        }
-        let e = parse_tokens(br#"{"access_token":"a","token_type":"mac"}"#, d, now()).unwrap_err();
-        assert!(matches!(e, TokenError::Permanent { .. }));
-    }
-
-    #[test]
-    fn jwt_claims_are_read_unverified_and_garbage_is_none() {
-        assert_eq!(jwt_expiry(&jwt(r#"{"exp":100}"#)).unwrap().as_second(), 100);
-        assert_eq!(
-            jwt_expiry(&jwt(r#"{"exp":1.5e2}"#)).unwrap().as_second(),
-            150
-        );
-        for bad in [
-            "",
-            "a.b",
-            "a.b.c.d",
-            "a.!!!.c",
-            &jwt("[1]"),
-            &jwt(r#"{"exp":"soon"}"#),
-        ] {
-            assert_eq!(jwt_expiry(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn errors_are_classified() {
-        let e = classify_error(
-            400,
-            br#"{"error":"invalid_grant","error_description":"grant request is invalid\n"}"#,
-            None,
-        );
-        assert!(e.is_invalid_grant());
-        assert_eq!(e.to_string(), "invalid_grant: grant request is invalid");
-        let e = classify_error(401, br#"{"error":"invalid_client"}"#, None);
-        assert!(matches!(e, TokenError::Permanent { ref code, .. } if code == "invalid_client"));
-        assert!(matches!(
-            classify_error(401, b"", None),
-            TokenError::Permanent { .. }
-        ));
-        let e = classify_error(503, b"<html>", Some(Duration::from_secs(7)));
-        assert!(
-            matches!(e, TokenError::Transient { retry_after: Some(d), .. } if d.as_secs() == 7)
-        );
-        assert!(matches!(
-            classify_error(429, br#"{"error":"slow_down"}"#, None),
-            TokenError::Transient { .. }
-        ));
-        assert!(matches!(
-            classify_error(500, br#"{"error":"invalid_grant"}"#, None),
-            TokenError::Transient { .. }
-        ));
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(
-            parse_retry_after("120", now()),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Tue, 01 Jan 2030 00:00:30 GMT", now()),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(parse_retry_after("soon", now()), None);
-    }
-
-    #[test]
-    fn basic_auth_parts_are_form_encoded() {
-        assert_eq!(form_urlencode("a b:c/d"), "a+b%3Ac%2Fd");
-        assert_eq!(fingerprint("abc").len(), 16);
-    }
-}
+mod tests;

@@ -37,8 +37,11 @@ pub enum StoreError {
     /// The key file or store file could not be read or created.
     #[error("{what} {}: {source}", path.display())]
     Io {
+        /// What failed, e.g. "cannot read store key".
         what: &'static str,
+        /// The file it failed on.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// The key or store file grants access beyond the daemon's user.
@@ -47,8 +50,11 @@ pub enum StoreError {
         path.display(), path.display()
     )]
     TooOpen {
+        /// Which file it is, e.g. "store key".
         what: &'static str,
+        /// The file's path.
         path: PathBuf,
+        /// The file's permission bits.
         mode: u32,
     },
     /// The key or store file belongs to another user.
@@ -57,9 +63,13 @@ pub enum StoreError {
         path.display(), path.display()
     )]
     WrongOwner {
+        /// Which file it is, e.g. "store key".
         what: &'static str,
+        /// The file's path.
         path: PathBuf,
+        /// The uid that owns the file.
         owner: u32,
+        /// The uid tokend runs as.
         me: u32,
     },
     /// The key file does not hold a key.
@@ -67,7 +77,10 @@ pub enum StoreError {
         "store key {} must hold 32 random bytes (or 64 hex digits); create one with \
          `head -c 32 /dev/urandom > {}` and `chmod 600` it", path.display(), path.display()
     )]
-    BadKey { path: PathBuf },
+    BadKey {
+        /// The key file's path.
+        path: PathBuf,
+    },
     /// The store was sealed with another key. Nothing was changed.
     #[error(
         "store {} cannot be decrypted with key {}: it was written with another key. \
@@ -75,10 +88,20 @@ pub enum StoreError {
          start empty (every oauth_refresh credential will then need `tokenctl login`)",
         path.display(), key.display()
     )]
-    WrongKey { path: PathBuf, key: PathBuf },
+    WrongKey {
+        /// The store file's path.
+        path: PathBuf,
+        /// The key file's path.
+        key: PathBuf,
+    },
     /// redb failed.
     #[error("store {}: {message}", path.display())]
-    Database { path: PathBuf, message: String },
+    Database {
+        /// The store file's path.
+        path: PathBuf,
+        /// What redb reported, or which record is unreadable.
+        message: String,
+    },
 }
 
 /// The 32-byte store key, wiped from memory when dropped.
@@ -190,15 +213,20 @@ pub enum Durability {
 /// Secrets are wiped from memory on drop and never shown by `Debug`.
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Record {
+    /// The current OAuth refresh token.
     pub refresh_token: Option<Secret>,
     /// The refresh token before the last rotation, kept until the new one
     /// has worked once: a server with a reuse grace period still accepts it
     /// if the new one was lost.
     pub previous_refresh_token: Option<Secret>,
+    /// The last access token, cached so a restart need not request one.
     pub access_token: Option<Secret>,
-    /// Unix seconds.
+    /// When the access token expires, Unix seconds.
     pub access_expires_at: Option<i64>,
+    /// When tokend obtained the access token, Unix seconds.
     pub access_issued_at: Option<i64>,
+    /// The scopes the server granted with the access token, space-separated;
+    /// `None` when the server did not say.
     pub scope: Option<String>,
     /// Set (Unix seconds) while a refresh is in flight. Found set at startup,
     /// it means the daemon died between sending a refresh and storing its
@@ -206,6 +234,8 @@ pub struct Record {
     pub refreshing_since: Option<i64>,
     /// An imported Glean secret.
     pub secret: Option<Secret>,
+    /// When the imported secret expires, Unix seconds; `None` if the import
+    /// gave no expiry.
     pub secret_expires_at: Option<i64>,
     /// When the refresh token's grant was obtained (login), Unix seconds: the
     /// start of the source's refresh-token lifetime.
@@ -364,14 +394,22 @@ impl Store {
         })
     }
 
-    /// Records an open alert (durably: a restart must not page again).
-    pub fn put_alert(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let sealed = self.seal(&alert_name(key), value);
-        self.write(ALERTS, |t| t.insert(key, sealed.as_slice()).map(drop))
-    }
-
-    pub fn remove_alert(&self, key: &str) -> Result<(), StoreError> {
-        self.write(ALERTS, |t| t.remove(key).map(drop))
+    /// Records open alerts (`Some`) and forgets resolved ones (`None`), in
+    /// one durable transaction: a restart must not page again. Blocking.
+    pub fn update_alerts(&self, changes: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+        let sealed: Vec<(&str, Option<Vec<u8>>)> = changes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_ref().map(|v| self.seal(&alert_name(k), v))))
+            .collect();
+        self.write(ALERTS, |t| {
+            for (key, value) in &sealed {
+                match value {
+                    Some(v) => t.insert(*key, v.as_slice()).map(drop)?,
+                    None => t.remove(*key).map(drop)?,
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Every open alert recorded; unreadable entries are skipped.
@@ -446,6 +484,21 @@ impl Store {
         out.extend_from_slice(&sealed);
         out
     }
+}
+
+/// Runs `f` on the store from tokio's blocking pool: every store call
+/// from async code goes through here, since a commit may wait for fsync.
+pub async fn blocking<T: Send + 'static>(
+    store: &std::sync::Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = std::sync::Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| StoreError::Database {
+            path: "(store task)".into(),
+            message: e.to_string(),
+        })?
 }
 
 /// Checks the key against the key-check record and every record, so a wrong
@@ -533,104 +586,4 @@ fn db_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record() -> Record {
-        Record {
-            refresh_token: Some(Zeroizing::new("rt-CANARY".into())),
-            access_token: Some(Zeroizing::new("at-CANARY".into())),
-            access_expires_at: Some(1_900_000_000),
-            ..Record::default()
-        }
-    }
-
-    #[test]
-    fn records_round_trip_and_are_not_plaintext_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state/store.redb");
-        let key = StoreKey::from_bytes([7; 32]);
-        let store = Store::open(&path, &key).unwrap();
-        store.put("a", &record()).unwrap();
-        assert_eq!(store.get("a").unwrap(), Some(record()));
-        assert_eq!(store.get("b").unwrap(), None);
-        drop(store);
-        let bytes = std::fs::read(&path).unwrap();
-        assert!(!bytes.windows(6).any(|w| w == b"CANARY"));
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let dir_mode = std::fs::metadata(path.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(dir_mode & 0o777, 0o700);
-        assert!(!format!("{:?}", record()).contains("CANARY"));
-        // Reopens with the same key.
-        let store = Store::open(&path, &key).unwrap();
-        assert_eq!(store.get("a").unwrap(), Some(record()));
-        store.remove("a").unwrap();
-        assert_eq!(store.get("a").unwrap(), None);
-    }
-
-    #[test]
-    fn a_wrong_key_is_refused_and_the_store_left_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
-        let store = Store::open(&path, &StoreKey::from_bytes([1; 32])).unwrap();
-        store.put("a", &record()).unwrap();
-        drop(store);
-        let hash = |p: &Path| {
-            use sha2::Digest as _;
-            sha2::Sha256::digest(std::fs::read(p).unwrap())
-        };
-        let before = hash(&path);
-        let err = Store::open(&path, &StoreKey::from_bytes([2; 32])).unwrap_err();
-        assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
-        assert!(err.to_string().contains("left it untouched"), "{err}");
-        assert!(
-            hash(&path) == before,
-            "a store opened with the wrong key was modified"
-        );
-    }
-
-    #[test]
-    fn records_are_bound_to_their_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s"), &StoreKey::from_bytes([3; 32])).unwrap();
-        let sealed = store.seal("a", b"{}");
-        assert!(open_sealed(&store.cipher, "a", &sealed).is_some());
-        assert!(open_sealed(&store.cipher, "b", &sealed).is_none());
-        let mut tampered = sealed;
-        *tampered.last_mut().unwrap() ^= 1;
-        assert!(open_sealed(&store.cipher, "a", &tampered).is_none());
-    }
-
-    #[test]
-    fn key_files_must_be_private_and_well_formed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        std::fs::write(&path, [9u8; 32]).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = StoreKey::load(&path).unwrap_err();
-        assert!(err.to_string().contains("chmod 600"), "{err}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(*StoreKey::load(&path).unwrap().key, [9u8; 32]);
-        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
-        assert_eq!(*StoreKey::load(&path).unwrap().key, [0xab; 32]);
-        std::fs::write(&path, "short").unwrap();
-        assert!(matches!(
-            StoreKey::load(&path),
-            Err(StoreError::BadKey { .. })
-        ));
-    }
-
-    #[test]
-    fn an_open_store_file_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
-        drop(Store::open(&path, &StoreKey::from_bytes([1; 32])).unwrap());
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = Store::open(&path, &StoreKey::from_bytes([1; 32])).unwrap_err();
-        assert!(matches!(err, StoreError::TooOpen { .. }), "{err}");
-    }
-}
+mod tests;

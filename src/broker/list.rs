@@ -1,0 +1,43 @@
+//! What callers may see of the credentials: status listings and visibility.
+
+use jiff::Timestamp;
+
+use super::Broker;
+use crate::credential::Credential;
+use crate::peer::Peer;
+use crate::status::Status;
+
+impl Broker {
+    /// Status of each credential `peer` may use (of all, for admins), by name.
+    pub fn list(&self, peer: &Peer, now: Timestamp) -> Vec<Status> {
+        let admin = self.is_admin(peer);
+        self.statuses(now, |c| admin || c.admits(peer))
+    }
+
+    /// Status of every credential, for alerts, metrics and systemd.
+    pub fn list_all(&self, now: Timestamp) -> Vec<Status> {
+        self.statuses(now, |_| true)
+    }
+
+    /// Whether `peer` may see credential `name` (alerts about it, say).
+    pub fn visible(&self, peer: &Peer, name: &str) -> bool {
+        self.is_admin(peer)
+            || self
+                .slots
+                .load()
+                .map
+                .get(name)
+                .is_some_and(|s| s.credential.admits(peer))
+    }
+
+    fn statuses(&self, now: Timestamp, keep: impl Fn(&Credential) -> bool) -> Vec<Status> {
+        let slots = self.slots.load();
+        slots
+            .names
+            .iter()
+            .filter_map(|n| slots.map.get(n))
+            .filter(|s| keep(&s.credential))
+            .map(|s| Status::of(&s.credential, &s.current.borrow(), now))
+            .collect()
+    }
+}

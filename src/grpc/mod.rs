@@ -1,0 +1,185 @@
+//! The gRPC API on the daemon's Unix socket: `tokend.v1.TokenBroker`,
+//! `tokend.v1.Admin`, health and reflection, with a metrics layer.
+//!
+//! Its parts: `socket` (binding and accepting), `convert` (every
+//! domain↔proto conversion and the one error mapping), `token_broker` and
+//! `admin` (the services), `metrics_layer`.
+
+mod admin;
+mod convert;
+mod metrics_layer;
+mod socket;
+mod token_broker;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Status};
+
+use crate::alert::Engine;
+use crate::broker::{Broker, Reloaded};
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::peer::Peer;
+use crate::proto;
+use crate::proto::admin_server::AdminServer;
+use crate::proto::token_broker_server::TokenBrokerServer;
+
+pub use socket::{BoundSocket, activated, bind};
+
+use admin::AdminService;
+use metrics_layer::GrpcMetrics;
+use token_broker::BrokerService;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A live daemon already answers on the socket.
+    #[error(
+        "another tokend is already listening on {}; stop it first, or give this one \
+         another socket", path.display()
+    )]
+    InUse {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// Something other than a socket is in the way.
+    #[error("{} exists and is not a socket; move it away or choose another socket path", path.display())]
+    NotASocket {
+        /// What is in the way.
+        path: PathBuf,
+    },
+    /// A system call on the socket or its directory failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The API's descriptor set is unusable (a build problem).
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Asks the daemon to reload its config; answers what changed.
+pub type ReloadHandle =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<Reloaded, String>>>;
+
+/// What the services answer from.
+#[derive(Clone, Debug)]
+pub struct Api {
+    /// The credentials.
+    pub broker: Arc<Broker>,
+    /// Open alerts and test deliveries, when `[alerts]` is configured.
+    pub alerts: Option<Arc<Engine>>,
+    /// The reloader, for `Admin.Reload`.
+    pub reload: Option<ReloadHandle>,
+    /// Per-method call metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wall-clock time for listings.
+    pub clock: SharedClock,
+}
+
+/// Serves `api` on `socket` until `shutdown` is cancelled, then stops
+/// accepting and gives in-flight calls up to `drain` to finish.
+pub async fn serve(
+    api: Api,
+    socket: BoundSocket,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<TokenBrokerServer<BrokerService>>()
+        .await;
+    // Both reflection versions: grpcurl and older tools still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+    };
+    let router = tonic::transport::Server::builder()
+        .layer(GrpcMetrics::layer(api.metrics))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(AdminServer::new(AdminService {
+            broker: Arc::clone(&api.broker),
+            alerts: api.alerts.clone(),
+            reload: api.reload,
+        }))
+        .add_service(TokenBrokerServer::new(BrokerService {
+            broker: api.broker,
+            alerts: api.alerts,
+            clock: api.clock,
+            shutdown: shutdown.clone(),
+        }));
+
+    tracing::info!(socket = %socket.path().display(), "listening");
+    let stopping = shutdown.clone();
+    let incoming = socket::incoming(&socket.listener);
+    let server = router.serve_with_incoming_shutdown(incoming, async move {
+        stopping.cancelled().await;
+        tracing::info!("shutting down: no new connections, draining in-flight calls");
+    });
+    let drained = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = drained => tracing::warn!(
+            ?drain,
+            "in-flight calls still running after the shutdown timeout; abandoning them"
+        ),
+    }
+    drop(socket);
+    Ok(())
+}
+
+/// How long `GetHeaders` waits for a refresh when the caller set no
+/// deadline (`grpc-timeout`).
+const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// The caller's peer credentials; a request without them (not from our
+/// socket) is denied.
+fn peer<T>(req: &Request<T>) -> Result<Arc<Peer>, Status> {
+    req.extensions()
+        .get::<Arc<Peer>>()
+        .cloned()
+        .ok_or_else(|| Status::permission_denied("caller's peer credentials are unknown"))
+}
+
+/// How long to wait for a refresh: the caller's deadline from
+/// `grpc-timeout` (e.g. `500m`, `2S`) less a tenth, so the caller receives
+/// our answer (and its reason) rather than its own timeout; else
+/// [`DEFAULT_WAIT`].
+fn wait_for<T>(req: &Request<T>) -> Duration {
+    let parse = |v: &str| {
+        let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+        let n: u64 = digits.parse().ok()?;
+        Some(match unit {
+            "H" => Duration::from_secs(n.saturating_mul(3600)),
+            "M" => Duration::from_secs(n.saturating_mul(60)),
+            "S" => Duration::from_secs(n),
+            "m" => Duration::from_millis(n),
+            "u" => Duration::from_micros(n),
+            "n" => Duration::from_nanos(n),
+            _ => return None,
+        })
+    };
+    req.metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse)
+        .map_or(DEFAULT_WAIT, |d| d - d / 10)
+}

@@ -1,0 +1,294 @@
+//! One refresh attempt: mark it in the store, ask the token endpoint, commit
+//! the answer, publish it; or classify the failure into a retry with backoff
+//! or a state only a person can leave.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::{Driver, schedule};
+use crate::clock;
+use crate::credential::OAuthGrant;
+use crate::oauth::{self, TokenError};
+use crate::token::State;
+
+impl Driver {
+    /// One refresh attempt, with its outcome published.
+    pub(super) async fn refresh(&mut self) {
+        let now = self.now();
+        // A retry after failures stays `Stale`: that is what a person
+        // needs to see, not the attempt flickering by.
+        if self.failures == 0 {
+            self.set_refreshing();
+        }
+        let endpoint = match self.endpoint().await {
+            Ok(e) => e,
+            Err(e) => return self.failed(e, now).await,
+        };
+        let refresh_token = match self.oauth().grant {
+            OAuthGrant::ClientCredentials => None,
+            OAuthGrant::RefreshToken => match &self.record.refresh_token {
+                Some(rt) => Some(SecretString::from(rt.as_str())),
+                None => {
+                    let message =
+                        format!("no refresh token yet; run `tokenctl login {}`", self.name());
+                    return self.stop(State::NeedsLogin, message);
+                }
+            },
+        };
+        if refresh_token.is_some()
+            && let Err(e) = self.mark_in_flight(now).await
+        {
+            // Refreshing without the marker would risk an unexplained loss.
+            return self.failed(e, now).await;
+        }
+        let started = std::time::Instant::now();
+        let result = self.exchange(&endpoint, refresh_token.as_ref(), now).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(TokenError::Permanent { .. }) => "permanent",
+            Err(_) => "transient",
+        };
+        self.deps.metrics.refresh(outcome, started);
+        match result {
+            Ok(tokens) => {
+                crash_hook();
+                self.succeeded(tokens, refresh_token, now, started.elapsed())
+                    .await;
+            }
+            Err(e) => {
+                self.settle_marker(&e, now).await;
+                self.failed(e, now).await;
+            }
+        }
+    }
+
+    /// Commits the in-flight marker (see the module docs of `refresh`).
+    async fn mark_in_flight(&mut self, now: jiff::Timestamp) -> Result<(), TokenError> {
+        let mut marked = self.record.clone();
+        marked.refreshing_since = Some(now.as_second());
+        self.persist(marked)
+            .await
+            .map_err(|e| TokenError::Transient {
+                reason: format!("cannot write to the store: {e}"),
+                retry_after: None,
+                answered: true,
+            })
+    }
+
+    /// After a failed request: an answered one clears the marker; an
+    /// unanswered one may have rotated the token, which is remembered.
+    async fn settle_marker(&mut self, e: &TokenError, now: jiff::Timestamp) {
+        let answered = !matches!(
+            e,
+            TokenError::Transient {
+                answered: false,
+                ..
+            }
+        );
+        let mut record = self.record.clone();
+        if answered {
+            record.refreshing_since = None;
+        } else {
+            self.unconfirmed_refresh.get_or_insert(now);
+        }
+        if let Err(store) = self.persist(record).await {
+            tracing::error!(error = %store, "cannot update the store");
+        }
+    }
+
+    /// The token request, retried once with the refresh token from before
+    /// the last rotation when the current one is refused: a server with a
+    /// reuse grace period still accepts it if the new one never worked.
+    async fn exchange(
+        &self,
+        endpoint: &str,
+        refresh_token: Option<&SecretString>,
+        now: jiff::Timestamp,
+    ) -> Result<oauth::Tokens, TokenError> {
+        let result = self.request(endpoint, refresh_token, now).await;
+        if let (Err(e), Some(previous)) = (&result, &self.record.previous_refresh_token)
+            && e.is_invalid_grant()
+        {
+            tracing::warn!("refresh token refused; trying the one from before the last rotation");
+            let previous = SecretString::from(previous.as_str());
+            return self.request(endpoint, Some(&previous), now).await;
+        }
+        result
+    }
+
+    async fn request(
+        &self,
+        endpoint: &str,
+        refresh_token: Option<&SecretString>,
+        now: jiff::Timestamp,
+    ) -> Result<oauth::Tokens, TokenError> {
+        let grant = match refresh_token {
+            Some(rt) => oauth::Grant::RefreshToken(rt),
+            None => oauth::Grant::ClientCredentials,
+        };
+        let oauth = self.oauth();
+        self.deps
+            .endpoint
+            .request(
+                endpoint,
+                &oauth.client,
+                grant,
+                oauth.schedule.default_lifetime,
+                now,
+            )
+            .await
+    }
+
+    /// Commits the new tokens, then publishes them.
+    pub(super) async fn succeeded(
+        &mut self,
+        tokens: oauth::Tokens,
+        used: Option<SecretString>,
+        now: jiff::Timestamp,
+        elapsed: Duration,
+    ) {
+        let mut record = self.record.clone();
+        record.refreshing_since = None;
+        match (&tokens.refresh_token, &used) {
+            (Some(new), Some(old)) if new.expose_secret() != old.expose_secret() => {
+                record.previous_refresh_token =
+                    Some(Zeroizing::new(old.expose_secret().to_owned()));
+                record.refresh_token = Some(Zeroizing::new(new.expose_secret().to_owned()));
+            }
+            // The refresh token in use has now worked: the older one can go.
+            _ => record.previous_refresh_token = None,
+        }
+        record.access_token = Some(Zeroizing::new(
+            tokens.access_token.expose_secret().to_owned(),
+        ));
+        record.access_expires_at = Some(tokens.expires_at.as_second());
+        record.access_issued_at = Some(now.as_second());
+        record.scope.clone_from(&tokens.scope);
+        if let Err(e) = self.persist(record).await {
+            // The token works, so serve it; but a crash now would lose a
+            // rotated refresh token, which a person must hear about.
+            tracing::error!(error = %e, "new tokens could not be stored; serving them from memory");
+        }
+        self.forget_failures();
+        let token = self.new_token(
+            tokens.access_token.expose_secret(),
+            Some(tokens.expires_at),
+            now,
+            tokens.scope,
+        );
+        tracing::info!(
+            expires_at = %tokens.expires_at,
+            fingerprint = %token.fingerprint,
+            rotated = tokens.refresh_token.is_some(),
+            took_ms = elapsed.as_millis() as u64,
+            "refreshed"
+        );
+        self.publish_token(token, now);
+        let lifetime = clock::between(now, tokens.expires_at);
+        if lifetime <= self.credential.min_valid {
+            // Such a token can never be served; say why instead of letting
+            // callers time out without a reason.
+            let message = format!(
+                "the issuer's access tokens live {}, no longer than min_valid ({}); lower \
+                 min_valid for `{}`",
+                clock::human(lifetime),
+                clock::human(self.credential.min_valid),
+                self.name()
+            );
+            tracing::error!("{message}");
+            self.update(|next| next.last_error = Some(message.into()));
+        }
+    }
+
+    /// Publishes a failure: permanent ones stop the driver until a person
+    /// acts; transient ones schedule a retry with backoff.
+    pub(super) async fn failed(&mut self, e: TokenError, now: jiff::Timestamp) {
+        match e {
+            TokenError::Permanent { .. } if e.is_invalid_grant() => self.grant_gone(&e).await,
+            TokenError::Permanent { .. } => {
+                let message = format!(
+                    "the authorization server refuses this client ({e}); check client_id, \
+                     client_secret (rotated upstream?), scopes and approvals for `{}`, then \
+                     reload tokend",
+                    self.name()
+                );
+                self.stop(State::Misconfigured, message);
+            }
+            TokenError::Transient {
+                reason,
+                retry_after,
+                ..
+            } => {
+                let delay = schedule::backoff(
+                    self.failures,
+                    self.deps.settings.max_backoff,
+                    retry_after,
+                    fastrand::f64(),
+                );
+                self.failures = self.failures.saturating_add(1);
+                self.retry_at = Some(Instant::now() + delay);
+                tracing::warn!(
+                    error = %reason,
+                    retry_in_ms = delay.as_millis() as u64,
+                    failures = self.failures,
+                    "refresh failed; will retry"
+                );
+                self.set_failing(format!("refresh failing: {reason}"), now, delay);
+            }
+        }
+    }
+
+    /// `invalid_grant`: the grant is gone. Records why (a restart must not
+    /// present the dead token again), stops, and withdraws the access token.
+    async fn grant_gone(&mut self, e: &TokenError) {
+        let message = match self.unconfirmed_refresh {
+            Some(at) => format!(
+                "refresh token rotated by the server but lost in a crash or a lost response at \
+                 {at} ({e}); run `tokenctl login {}`",
+                self.name()
+            ),
+            None => format!(
+                "the authorization server refused the refresh token ({e}): the grant was \
+                 revoked or expired; run `tokenctl login {}`",
+                self.name()
+            ),
+        };
+        let mut record = self.record.clone();
+        record.needs_login = Some(message.clone());
+        if let Err(store) = self.persist(record).await {
+            tracing::error!(error = %store, "cannot record that the grant is gone");
+        }
+        self.stop(State::NeedsLogin, message);
+        // The grant is gone, and its access tokens with it (servers revoke
+        // them together): stop handing this one out.
+        self.update(|next| next.token = None);
+    }
+
+    /// The token endpoint: configured, or discovered once from the issuer.
+    pub(super) async fn endpoint(&mut self) -> Result<String, TokenError> {
+        if let Some(e) = &self.token_endpoint {
+            return Ok(e.clone());
+        }
+        let endpoint = self.metadata().await?.token_endpoint.clone();
+        self.token_endpoint = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+}
+
+/// Test builds only (feature `test-hooks`): abort right after a successful
+/// token response, before it is stored, when
+/// `TOKEND_TEST_CRASH_AFTER_TOKEN_RESPONSE` is set, to exercise the crash
+/// window. Release builds contain no trace of it.
+#[cfg(feature = "test-hooks")]
+fn crash_hook() {
+    if std::env::var_os("TOKEND_TEST_CRASH_AFTER_TOKEN_RESPONSE").is_some() {
+        tracing::error!("test hook: aborting after a token response, before storing it");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn crash_hook() {}
