@@ -7,6 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::fixtures::Glean;
 use common::oidc::{OidcServer, POST_CLIENT};
 use common::{Daemon, Workdir};
 use secrecy::ExposeSecret;
@@ -482,9 +483,9 @@ async fn a_refused_reload_raises_an_alert_until_a_good_config_arrives() {
     common::require_root();
     let work = Workdir::new();
     let good = format!(
-        "{}\n[alerts]\nsweep = \"* * * * * *\"\n\n[[credential]]\nname = \"g\"\nkind = \"glean_token\"\n\
-         permission = \"user\"\nscopes = [\"SEARCH\"]\nsecret = {{ file = \"secret\" }}\nallow = {{ uids = [0] }}\n",
-        work.store_section()
+        "{}\n[alerts]\nsweep = \"* * * * * *\"\n{}",
+        work.store_section(),
+        Glean::user("g")
     );
     work.write_config("", &good);
     let daemon = Daemon::start(&work);

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::fixtures::Glean;
 use common::oidc::{OidcServer, POST_CLIENT};
 use common::{Daemon, Workdir, assert_no_secret};
 use tokend::proto::GetHeadersRequest;
@@ -390,12 +391,12 @@ async fn check_translates_gleans_answers_into_advice() {
         ("global", "glean_global", "global"),
     ] {
         common::write_secret(&work.path().join(name), secret);
-        text.push_str(&format!(
-            "[[credential]]\nname = \"{name}\"\nkind = \"glean_token\"\npermission = \"{permission}\"\n\
-             scopes = [\"SEARCH\"]\nsecret = {{ file = \"{name}\" }}\ninstance = \"http://127.0.0.1:{port}\"\n\
-             allow = {{ uids = [0]{} }}\n\n",
-            if permission == "global" { ", act_as = [\"*@corp.example\"]" } else { "" }
-        ));
+        let token = match permission {
+            "global" => Glean::global(name),
+            _ => Glean::user(name),
+        };
+        let instance = format!("instance = \"http://127.0.0.1:{port}\"");
+        text.push_str(&token.secret_file(name).with(instance).to_string());
     }
     work.write_config("", &text);
     let _daemon = Daemon::start(&work);
@@ -444,11 +445,7 @@ fn import_keeps_the_secret_out_of_argv_logs_and_output() {
     let work = Workdir::new();
     work.write_config(
         "",
-        &format!(
-            "{}\n[[credential]]\nname = \"g\"\nkind = \"glean_token\"\npermission = \"user\"\n\
-             scopes = [\"SEARCH\"]\nsecret = {{ store = true }}\nallow = {{ uids = [0] }}\n",
-            work.store_section()
-        ),
+        &format!("{}{}", work.store_section(), Glean::user("g").stored()),
     );
     let daemon = Daemon::start(&work);
     let mut child = work

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::fault_proxy::{FaultProxy, Mode};
+use common::fixtures::{OAuth, wait_for_new_token};
 use common::oidc::{BASIC_CLIENT, OidcServer, POST_CLIENT};
 use common::{Daemon, Workdir, assert_no_secret};
 use nix::sys::signal::Signal;
@@ -19,44 +20,21 @@ use tokend::proto::{
 };
 use tonic::Code;
 
-/// An `oauth_refresh` credential named `name` using `issuer` discovery.
+/// An `oauth_refresh` credential named `name` using `issuer` discovery,
+/// with Glean's SSO header.
 fn refresh_credential(name: &str, issuer: &str, min_valid: &str) -> String {
-    format!(
-        r#"
-[[credential]]
-name = "{name}"
-kind = "oauth_refresh"
-issuer = "{issuer}"
-client_id = "{}"
-client_secret = {{ file = "client-secret" }}
-auth_method = "client_secret_post"
-scopes = ["api"]
-extra_headers = {{ "X-Glean-Auth-Type" = "OAUTH" }}
-min_valid = "{min_valid}"
-allow = {{ uids = [0] }}
-"#,
-        POST_CLIENT.0
-    )
+    OAuth::refresh(name, issuer, POST_CLIENT.0)
+        .with(r#"scopes = ["api"]"#)
+        .with(r#"extra_headers = { "X-Glean-Auth-Type" = "OAUTH" }"#)
+        .min_valid(min_valid)
+        .to_string()
 }
 
 /// An `oauth_client_credentials` credential at an explicit token endpoint.
-fn cc_credential(name: &str, token_endpoint: &str, min_valid: &str) -> String {
-    format!(
-        r#"
-[[credential]]
-name = "{name}"
-kind = "oauth_client_credentials"
-token_endpoint = "{token_endpoint}"
-client_id = "{}"
-client_secret = {{ file = "client-secret-basic" }}
-auth_method = "client_secret_basic"
-scopes = ["api"]
-extra_params = {{ subject = "wks_123", redirect_uri = "https://glue.example/callback" }}
-min_valid = "{min_valid}"
-allow = {{ uids = [0] }}
-"#,
-        BASIC_CLIENT.0
-    )
+fn cc_credential(name: &str, token_endpoint: &str, min_valid: &str) -> OAuth {
+    OAuth::client_credentials(name, token_endpoint, BASIC_CLIENT.0)
+        .with(r#"scopes = ["api"]"#)
+        .min_valid(min_valid)
 }
 
 struct Setup {
@@ -412,7 +390,7 @@ async fn five_hundred_waiting_callers_share_one_token_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_credentials_send_extra_form_fields_exactly() {
     let s = setup(60, "", |srv| {
-        cc_credential("glue", &srv.token_endpoint(), "1s")
+        cc_credential("glue", &srv.token_endpoint(), "1s").to_string()
     });
     let daemon = Daemon::start(&s.work);
     daemon
@@ -521,16 +499,7 @@ async fn faults_back_off_keep_serving_the_valid_token_and_recover() {
         }
         // Back to normal: the daemon recovers on its own.
         proxy.clear_modes_for();
-        let deadline = Instant::now() + Duration::from_secs(8);
-        loop {
-            let r = c.get_headers(get("glue")).await.unwrap().into_inner();
-            if r.token_fingerprint != current {
-                current = r.token_fingerprint;
-                break;
-            }
-            assert!(Instant::now() < deadline, "{mode:?}: never recovered");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        current = wait_for_new_token(&mut c, &get("glue"), &current, Duration::from_secs(8)).await;
         wait_state(
             &daemon,
             "glue",
@@ -717,7 +686,7 @@ async fn the_store_is_encrypted_private_and_never_overwritten_with_a_wrong_key()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_get_every_rotation_in_order_without_duplicates() {
     let s = setup(2, "", |srv| {
-        cc_credential("glue", &srv.token_endpoint(), "500ms")
+        cc_credential("glue", &srv.token_endpoint(), "500ms").to_string()
     });
     let daemon = Daemon::start(&s.work);
     let mut watchers = Vec::new();
@@ -799,24 +768,8 @@ async fn many_reports_of_one_rejected_token_cause_one_refresh() {
     while let Some(r) = reports.join_next().await {
         r.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let new = loop {
-        let r = daemon
-            .client()
-            .await
-            .get_headers(get("glue"))
-            .await
-            .unwrap()
-            .into_inner();
-        if r.token_fingerprint != old {
-            break r.token_fingerprint;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the reported token was never replaced"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let mut client = daemon.client().await;
+    let new = wait_for_new_token(&mut client, &get("glue"), &old, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(proxy.count("/token"), 1, "{:?}", proxy.requests());
     // A report about the token already replaced is ignored.
@@ -847,10 +800,7 @@ async fn many_reports_of_one_rejected_token_cause_one_refresh() {
 async fn serve_stale_hands_out_a_still_valid_token_only_where_allowed() {
     let (work, _server, proxy) = proxied(4);
     let endpoint = token_endpoint(&proxy);
-    let lenient = cc_credential("lenient", &endpoint, "3s").replace(
-        "min_valid = \"3s\"",
-        "min_valid = \"3s\"\nserve_stale = true",
-    );
+    let lenient = cc_credential("lenient", &endpoint, "3s").with("serve_stale = true");
     let strict = cc_credential("strict", &endpoint, "3s");
     work.write_config(
         "",

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::fixtures::Glean;
 use common::{Daemon, Workdir};
 use nix::sys::signal::Signal;
 use tokend::proto::GetHeadersRequest;
@@ -63,11 +64,7 @@ fn the_notify_protocol_reports_ready_status_watchdog_reload_and_stop() {
     let work = Workdir::new();
     work.write_config(
         "",
-        &format!(
-            "{}\n[[credential]]\nname = \"g\"\nkind = \"glean_token\"\npermission = \"user\"\n\
-             scopes = [\"SEARCH\"]\nsecret = {{ store = true }}\nallow = {{ uids = [0] }}\n",
-            work.store_section()
-        ),
+        &format!("{}{}", work.store_section(), Glean::user("g").stored()),
     );
     let notify = work.path().join("notify.sock");
     let got = listen_notify(&notify);
@@ -178,11 +175,7 @@ fn the_notify_protocol_reports_ready_status_watchdog_reload_and_stop() {
 fn socket_activation_serves_a_client_that_connected_before_tokend_started() {
     common::require_root();
     let work = Workdir::new();
-    work.write_config(
-        "",
-        "[[credential]]\nname = \"g\"\nkind = \"glean_token\"\npermission = \"user\"\n\
-         scopes = [\"SEARCH\"]\nsecret = { file = \"secret\" }\nallow = { uids = [0] }\n",
-    );
+    work.write_config("", &Glean::user("g").to_string());
     let activated = work.path().join("activated.sock");
     let log = work.path().join("tokend.log");
     let mut activate = Command::new("systemd-socket-activate")
@@ -238,11 +231,11 @@ fn socket_activation_serves_a_client_that_connected_before_tokend_started() {
     );
 }
 
-fn credential(name: &str, scopes: &str, secret: &str) -> String {
-    format!(
-        "[[credential]]\nname = \"{name}\"\nkind = \"glean_token\"\npermission = \"user\"\n\
-         scopes = [{scopes}]\nsecret = {{ file = \"{secret}\" }}\nallow = {{ uids = [0] }}\n\n"
-    )
+fn credential(name: &str, scopes: &'static str, secret: &str) -> String {
+    Glean::user(name)
+        .scopes(scopes)
+        .secret_file(secret)
+        .to_string()
 }
 
 fn bearer(r: &tokend::proto::GetHeadersResponse) -> String {
@@ -263,9 +256,9 @@ async fn reloads_apply_per_credential_while_clients_keep_calling() {
     let config = |creds: &str| work.write_config("", creds);
     config(
         &[
-            credential("a", "\"SEARCH\"", "a.secret"),
-            credential("b", "\"SEARCH\"", "b.secret"),
-            credential("c", "\"SEARCH\"", "c.secret"),
+            credential("a", r#"["SEARCH"]"#, "a.secret"),
+            credential("b", r#"["SEARCH"]"#, "b.secret"),
+            credential("c", r#"["SEARCH"]"#, "c.secret"),
         ]
         .concat(),
     );
@@ -328,9 +321,9 @@ async fn reloads_apply_per_credential_while_clients_keep_calling() {
     common::write_secret(&work.path().join("d.secret"), "glean_d");
     config(
         &[
-            credential("a", "\"SEARCH\"", "a.secret"),
-            credential("b", "\"SEARCH\", \"CHAT\"", "b.secret"),
-            credential("d", "\"SEARCH\"", "d.secret"),
+            credential("a", r#"["SEARCH"]"#, "a.secret"),
+            credential("b", r#"["SEARCH", "CHAT"]"#, "b.secret"),
+            credential("d", r#"["SEARCH"]"#, "d.secret"),
         ]
         .concat(),
     );
@@ -358,8 +351,8 @@ async fn reloads_apply_per_credential_while_clients_keep_calling() {
     daemon.wait_for_log("new config refused");
     config(
         &[
-            credential("a", "\"SEARCH\"", "a.secret"),
-            credential("b", "\"SEARCH\", \"TELEPORT\"", "b.secret"),
+            credential("a", r#"["SEARCH"]"#, "a.secret"),
+            credential("b", r#"["SEARCH", "TELEPORT"]"#, "b.secret"),
         ]
         .concat(),
     );
@@ -378,8 +371,8 @@ async fn reloads_apply_per_credential_while_clients_keep_calling() {
     // Back to a valid config; then rotate b's secret three ways.
     config(
         &[
-            credential("a", "\"SEARCH\"", "a.secret"),
-            credential("b", "\"SEARCH\"", "b.secret"),
+            credential("a", r#"["SEARCH"]"#, "a.secret"),
+            credential("b", r#"["SEARCH"]"#, "b.secret"),
         ]
         .concat(),
     );

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod fault_proxy;
+pub mod fixtures;
 pub mod oidc;
 
 use std::os::unix::fs::PermissionsExt;
