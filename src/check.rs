@@ -153,7 +153,7 @@ pub async fn run(
         .ok_or_else(|| {
             CheckError::NotFound(format!("no credential named `{name}` that you may use"))
         })?;
-    if status.kind != "glean_token" {
+    if status.kind != crate::credential::CredentialKind::GleanToken.as_str() {
         return oauth(client, name).await;
     }
     let instance = instance.or(status.instance).ok_or_else(|| {
