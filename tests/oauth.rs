@@ -416,6 +416,33 @@ async fn client_credentials_send_extra_form_fields_exactly() {
     assert!(form.get("client_secret").is_none(), "{form}");
 }
 
+/// A failing source is not a dead daemon: scripts get 7 ("try later") for
+/// the first, 6 only for the second.
+#[test]
+fn tokenctl_tells_a_failing_refresh_from_an_unreachable_daemon() {
+    let (work, _server, proxy) = proxied(60);
+    proxy.set_mode_for("/token", Mode::Status(503));
+    let text = format!(
+        "{}\n{}",
+        work.store_section(),
+        cc_credential("glue", &token_endpoint(&proxy), "1s")
+    );
+    work.write_config("", &text);
+    let mut daemon = Daemon::start(&work);
+    let out = work.tokenctl(&["headers", "glue"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(
+        err.contains("no token valid for the required time yet"),
+        "{err}"
+    );
+    assert!(err.contains("503"), "{err}");
+    assert!(!err.contains("is the daemon running"), "{err}");
+    daemon.stop();
+    let out = work.tokenctl(&["headers", "glue"]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_back_off_keep_serving_the_valid_token_and_recover() {
     let (work, _server, proxy) = proxied(60);

@@ -34,10 +34,15 @@ pub enum Error {
     /// it lacks a required scope. Retrying will not help.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// No valid token arrived in time, or the connection to the daemon broke
-    /// mid-call. Retrying later may help.
+    /// The daemon answered that it cannot serve now (no token valid for the
+    /// required time yet, an alert sink down). It keeps retrying; so may the
+    /// caller.
     #[error("{0}")]
     Unavailable(String),
+    /// The connection to the daemon broke before it answered (it stopped or
+    /// restarted mid-call): nothing is known about the credential.
+    #[error("{0}")]
+    Transport(String),
     /// A bug or broken state in the daemon.
     #[error("{0}")]
     Internal(String),
@@ -61,7 +66,7 @@ impl Error {
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::Unavailable(_) => Code::Unavailable,
+            Self::Unavailable(_) | Self::Transport(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
             Self::Other { code, .. } => *code,
         })
@@ -78,6 +83,7 @@ impl Error {
             | Self::InvalidArgument(m)
             | Self::FailedPrecondition(m)
             | Self::Unavailable(m)
+            | Self::Transport(m)
             | Self::Internal(m)
             | Self::Other { message: m, .. } => Cow::Borrowed(m),
         }
@@ -93,6 +99,9 @@ impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         let mut message = status.message().to_owned();
         let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&status);
+        // The daemon's statuses arrive without a source; tonic attaches one
+        // to those it makes itself when the connection fails.
+        let local = source.is_some();
         let mut innermost = None;
         while let Some(s) = source {
             innermost = Some(s);
@@ -116,6 +125,7 @@ impl From<tonic::Status> for Error {
             Code::PermissionDenied => Self::PermissionDenied(message),
             Code::InvalidArgument => Self::InvalidArgument(message),
             Code::FailedPrecondition => Self::FailedPrecondition(message),
+            Code::Unavailable if local => Self::Transport(message),
             Code::Unavailable => Self::Unavailable(message),
             Code::Internal => Self::Internal(message),
             code => Self::Other { code, message },
@@ -187,7 +197,7 @@ mod tests {
         )));
         let error = Error::from(status);
         assert_eq!(error.to_string(), "transport error: connection reset");
-        assert!(matches!(error, Error::Unavailable(_)));
+        assert!(matches!(error, Error::Transport(_)), "{error:?}");
 
         let mut status = tonic::Status::unavailable("connection reset");
         status.set_source(std::sync::Arc::new(std::io::Error::other(

@@ -613,7 +613,7 @@ async fn clones_share_the_connection() {
 }
 
 #[tokio::test]
-async fn daemon_gone_is_unavailable() {
+async fn daemon_gone_mid_session_is_a_transport_error() {
     let d = start().await;
     d.client.headers(&HeadersRequest::new("gh")).await.unwrap();
     d.stop.send(()).unwrap();
@@ -624,8 +624,8 @@ async fn daemon_gone_is_unavailable() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(Code::Unavailable), "{e:?}");
+    assert!(matches!(e, Error::Transport(_)), "{e:?}");
     assert!(!e.to_string().is_empty());
-    eprintln!("daemon gone: {e}");
 }
 
 #[tokio::test]

@@ -18,7 +18,8 @@ pub(crate) struct Cli {
 }
 
 const EXIT_HELP: &str = "Exit status: 0 ok, 1 other error, 2 bad arguments, 3 no such credential, \
-4 permission denied, 5 credential unusable (expired, missing scope), 6 daemon unreachable.";
+4 permission denied, 5 credential unusable (expired, missing scope), 6 daemon unreachable, 7 no valid \
+token yet (refreshing is failing or slow; tokend keeps retrying).";
 
 #[derive(Subcommand)]
 pub(crate) enum Command {

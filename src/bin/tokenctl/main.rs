@@ -27,8 +27,11 @@ mod exit {
     pub(crate) const DENIED: u8 = 4;
     /// The credential cannot serve now: expired, missing scopes, needs login.
     pub(crate) const UNUSABLE: u8 = 5;
-    /// The daemon could not be reached.
+    /// The daemon could not be reached (or the connection broke).
     pub(crate) const UNREACHABLE: u8 = 6;
+    /// The daemon answered that it cannot serve now (refreshing is failing
+    /// or slow, a sink is down); it keeps retrying, and so may the script.
+    pub(crate) const TRY_LATER: u8 = 7;
 }
 
 /// Why a command failed, with its exit status.
@@ -41,12 +44,12 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let code = match (&e, e.code()) {
             (Error::Connect(c), _) if c.access_denied => exit::DENIED,
-            (Error::Connect(_), _) => exit::UNREACHABLE,
+            (Error::Connect(_) | Error::Transport(_), _) => exit::UNREACHABLE,
+            (Error::Unavailable(_), _) => exit::TRY_LATER,
             (_, Some(Code::NotFound)) => exit::NOT_FOUND,
             (_, Some(Code::PermissionDenied | Code::Unauthenticated)) => exit::DENIED,
             (_, Some(Code::InvalidArgument)) => exit::USAGE,
             (_, Some(Code::FailedPrecondition)) => exit::UNUSABLE,
-            (_, Some(Code::Unavailable)) => exit::UNREACHABLE,
             _ => exit::OTHER,
         };
         Self {
