@@ -151,3 +151,34 @@ fn a_file_in_the_sockets_place_is_left_alone() {
         "not a socket"
     );
 }
+
+/// `--socket` (here through `TOKEND_SOCKET`) overrides the config's socket
+/// for the daemon's whole life: a reload must not report it as a changed
+/// setting, while a real change still is.
+#[test]
+fn a_socket_from_the_command_line_is_not_a_settings_change_on_reload() {
+    let work = Workdir::new();
+    let config = |extra: &str| {
+        let elsewhere = work.path().join("elsewhere.sock");
+        let text = format!(
+            "[daemon]\nsocket = \"{}\"\n{extra}\n{}",
+            elsewhere.display(),
+            common::fixtures::Glean::user("search")
+        );
+        std::fs::write(work.config_path(), text).unwrap();
+    };
+    config("");
+    let socket = work.socket();
+    let daemon = Daemon::start_env(&work, &[("TOKEND_SOCKET", socket.to_str().unwrap())]);
+    let out = work.tokenctl(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !daemon.logs().contains("settings changed"),
+        "{}",
+        daemon.logs()
+    );
+    config("shutdown_timeout = \"7s\"");
+    let out = work.tokenctl(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    daemon.wait_for_log("[daemon] settings changed; they apply at the next restart");
+}

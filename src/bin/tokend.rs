@@ -57,16 +57,13 @@ fn main() -> ExitCode {
         logs.init();
     }
 
-    let mut config = match config::load(&args.config) {
+    let config = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tokend: config refused:\n{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(socket) = args.socket {
-        config.daemon.socket = socket;
-    }
     if args.check {
         println!(
             "{}: ok, {} credential(s)",
@@ -75,7 +72,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match run(config) {
+    match run(config, args.socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tokend: {e:#}");
@@ -85,7 +82,7 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn run(config: config::Config) -> anyhow::Result<()> {
+async fn run(config: config::Config, socket: Option<PathBuf>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -98,7 +95,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         tracing::info!(signal = name, "stopping");
         stop.cancel();
     });
-    daemon::run(config, shutdown).await?;
+    daemon::run(config, socket, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

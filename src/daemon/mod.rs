@@ -57,8 +57,17 @@ pub enum DaemonError {
     Scheduler(tokio_cron_scheduler::JobSchedulerError),
 }
 
-/// Runs the daemon for `config` until `shutdown` is cancelled.
-pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+/// Runs the daemon for `config` until `shutdown` is cancelled, listening on
+/// `socket` when given (the command line's `--socket`) instead of the
+/// config's; the override holds across reloads too.
+pub async fn run(
+    mut config: Config,
+    socket: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    if let Some(socket) = &socket {
+        config.daemon.socket.clone_from(socket);
+    }
     let store = open_store(&config)?;
     let clock = clock::system();
     let daemon = config.daemon.clone();
@@ -97,6 +106,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     let reloader = Reloader {
         path: config_path,
         daemon: daemon.clone(),
+        socket_override: socket,
         broker: Arc::clone(&broker),
         alerts: engine.clone(),
         notifier: Arc::clone(&notifier),

@@ -31,6 +31,9 @@ pub(super) fn watched_files(config: &Config) -> Vec<PathBuf> {
 pub(super) struct Reloader {
     pub(super) path: PathBuf,
     pub(super) daemon: config::Daemon,
+    /// The command line's `--socket`, applied to every reloaded config so
+    /// that it is not mistaken for a settings change.
+    pub(super) socket_override: Option<PathBuf>,
     pub(super) broker: Arc<Broker>,
     pub(super) alerts: Option<Arc<Engine>>,
     pub(super) notifier: Arc<Notifier>,
@@ -100,7 +103,10 @@ impl Reloader {
 
     /// Applies a valid config's credentials; answers what changed and the
     /// files to watch from now on.
-    fn apply(&self, config: Config) -> Result<(Reloaded, Vec<PathBuf>), String> {
+    fn apply(&self, mut config: Config) -> Result<(Reloaded, Vec<PathBuf>), String> {
+        if let Some(socket) = &self.socket_override {
+            config.daemon.socket.clone_from(socket);
+        }
         if config.daemon != self.daemon {
             tracing::warn!("[daemon] settings changed; they apply at the next restart");
         }
