@@ -138,15 +138,17 @@ pub(super) fn code(e: &BrokerError) -> Code {
         | E::ActAsRefused { .. }
         | E::ActAsInvalid { .. }
         | E::UnknownScope { .. }
-        | E::InvalidInput(_) => Code::InvalidArgument,
+        | E::InvalidInput(_)
+        // Asking a credential for what its kind cannot do is a wrong
+        // request, not a credential that needs a person.
+        | E::WrongKind { .. }
+        | E::NotApplicable { .. } => Code::InvalidArgument,
         E::MissingScopes { .. }
         | E::Expired { .. }
         | E::ExpiresTooSoon { .. }
         | E::NotImported { .. }
         | E::NeedsLogin { .. }
-        | E::Misconfigured { .. }
-        | E::WrongKind { .. }
-        | E::NotApplicable { .. } => Code::FailedPrecondition,
+        | E::Misconfigured { .. } => Code::FailedPrecondition,
         E::Unavailable { .. } => Code::Unavailable,
         E::Store(_) | E::Internal(_) => Code::Internal,
     }
