@@ -188,10 +188,7 @@ async fn oauth(client: &tokend_client::Client, name: &str) -> Result<String, Che
     let expires_at = headers.expires_at;
     let mut out = format!(
         "ok: `{name}` refreshed; token expires in {} (at {})\n",
-        expires_at.map_or_else(
-            || "never".into(),
-            |at| crate::clock::human(crate::clock::between(jiff::Timestamp::now(), at))
-        ),
+        crate::clock::expires_in(expires_at, jiff::Timestamp::now()),
         expires_at.map_or_else(|| "never".into(), |t| t.to_string())
     );
     match crate::oauth::jwt_claims(headers.bearer_token().unwrap_or_default()) {

@@ -110,6 +110,16 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// How long until `at` from `now`, as people read it: "3d 4h", "expired
+/// 5m ago", or "never" for a token without expiry.
+pub fn expires_in(at: Option<Timestamp>, now: Timestamp) -> String {
+    match at {
+        None => "never".into(),
+        Some(at) if at > now => human(between(now, at)),
+        Some(at) => format!("expired {} ago", human(between(at, now))),
+    }
+}
+
 /// `later - earlier` as an unsigned duration, zero when `later` is earlier.
 pub fn between(earlier: Timestamp, later: Timestamp) -> Duration {
     Duration::try_from(later.duration_since(earlier)).unwrap_or_default()
@@ -136,6 +146,15 @@ mod tests {
         let b = Timestamp::from_second(160).unwrap();
         assert_eq!(between(a, b), Duration::from_secs(60));
         assert_eq!(between(b, a), Duration::ZERO);
+    }
+
+    #[test]
+    fn expiry_reads_forward_backward_and_never() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        assert_eq!(expires_in(None, now), "never");
+        let later = Timestamp::from_second(1_090).unwrap();
+        assert_eq!(expires_in(Some(later), now), "1m 30s");
+        assert_eq!(expires_in(Some(now), later), "expired 1m 30s ago");
     }
 
     #[test]

@@ -343,6 +343,9 @@ pub enum LoginFlowError {
     /// The pasted address could not be read.
     #[error("cannot read the pasted address: {0}")]
     Stdin(std::io::Error),
+    /// The daemon named a redirect URI that is not a URL.
+    #[error("bad redirect_uri {0}")]
+    BadRedirect(String),
 }
 
 /// Runs a whole login for credential `name`: the daemon checks the issuer
@@ -360,7 +363,8 @@ pub async fn run(
         source,
     };
     let info = client.begin_login(name).await?;
-    let redirect = Url::parse(&info.redirect_uri).map_err(|_| failed(LoginError::NotAUrl))?;
+    let redirect = Url::parse(&info.redirect_uri)
+        .map_err(|_| LoginFlowError::BadRedirect(info.redirect_uri.clone()))?;
     let state = random(24);
     let pkce = Pkce::new();
     let url = authorization_url(

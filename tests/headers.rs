@@ -389,3 +389,56 @@ async fn health_is_serving_and_reflection_lists_the_broker() {
         "{names:?}"
     );
 }
+
+/// The typed client crate against the real daemon: the same headers as the
+/// raw API, and tokend's errors as typed variants with its own messages.
+#[tokio::test]
+async fn the_typed_client_reads_what_the_daemon_serves() {
+    use tokend_client::{Error, HeadersRequest, State};
+    let (_work, daemon) = start();
+    let typed = daemon.typed().await;
+    let raw = daemon
+        .client()
+        .await
+        .get_headers(request("global", "a@corp.example", &["SEARCH"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = typed
+        .headers(
+            &HeadersRequest::new("global")
+                .act_as("a@corp.example")
+                .scope("SEARCH"),
+        )
+        .await
+        .unwrap();
+    let got_pairs: Vec<(&str, &str)> = got.iter().collect();
+    assert_eq!(got_pairs, pairs(&raw));
+    assert_eq!(got.bearer_token(), Some(CANARY));
+    assert_eq!(got.fingerprint, raw.token_fingerprint);
+    assert_no_secret("the typed headers' Debug", &format!("{got:?}"));
+
+    let e = typed
+        .headers(&HeadersRequest::new("global"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("X-Glean-ActAs")),
+        "{e:?}"
+    );
+    let e = typed
+        .headers(&HeadersRequest::new("forbidden"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+    let e = typed
+        .headers(&HeadersRequest::new("nope"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+
+    let status = typed.status().await.unwrap();
+    let expired = status.iter().find(|c| c.name == "expired").unwrap();
+    assert_eq!(expired.state, State::Expired);
+    assert_eq!(expired.kind, "glean_token");
+}

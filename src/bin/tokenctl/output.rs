@@ -161,17 +161,9 @@ pub(crate) fn reloaded(r: &Reloaded) {
     ));
 }
 
-/// "3d 4h", "expired 5m ago", or "never" for tokens without expiry.
+/// Until `at`, from now.
 fn expires_in(at: Option<Timestamp>) -> String {
-    let Some(at) = at else {
-        return "never".into();
-    };
-    let now = Timestamp::now();
-    if at > now {
-        clock::human(clock::between(now, at))
-    } else {
-        format!("expired {} ago", clock::human(clock::between(at, now)))
-    }
+    clock::expires_in(at, Timestamp::now())
 }
 
 /// What a login tells the person, on stderr (stdout stays for results).
