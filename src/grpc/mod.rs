@@ -1,11 +1,13 @@
 //! The gRPC API on the daemon's Unix socket: `tokend.v1.TokenBroker`,
 //! `tokend.v1.Admin`, health and reflection, with a metrics layer.
 //!
-//! Its parts: `socket` (binding and accepting), `convert` (every
+//! Its parts: `socket` (binding and accepting), `authority` (accepting any
+//! `:authority` a stock client sends), `convert` (every
 //! domain↔proto conversion and the one error mapping), `token_broker` and
 //! `admin` (the services), `metrics_layer`.
 
 mod admin;
+pub mod authority;
 mod convert;
 mod metrics_layer;
 mod socket;
@@ -103,9 +105,11 @@ pub async fn serve(
         .set_serving::<TokenBrokerServer<BrokerService>>()
         .await;
     // Both reflection versions: grpcurl and older tools still ask v1alpha.
+    // Health is listed too, so reflection-driven clients can call it.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
         .layer(GrpcMetrics::layer(api.metrics))

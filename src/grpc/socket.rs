@@ -12,6 +12,7 @@ use futures_util::Stream;
 use tokio::net::UnixListener;
 
 use super::ServerError;
+use super::authority::AuthorityStream;
 use crate::config::Daemon;
 use crate::peer::PeerStream;
 
@@ -119,15 +120,18 @@ fn chown_group(path: &Path, gid: Option<u32>) -> Result<(), ServerError> {
     })
 }
 
-/// Accepted connections with their peer credentials. An accept error (out of
+/// Accepted connections with their peer credentials, each behind the
+/// authority layer. An accept error (out of
 /// file descriptors, say) is logged and retried after a pause instead of
 /// spinning, and never ends the server.
-pub(super) fn incoming(listener: &UnixListener) -> impl Stream<Item = io::Result<PeerStream>> + '_ {
+pub(super) fn incoming(
+    listener: &UnixListener,
+) -> impl Stream<Item = io::Result<AuthorityStream<PeerStream>>> + '_ {
     futures_util::stream::unfold(listener, |listener| async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => match PeerStream::new(stream) {
-                    Ok(s) => return Some((Ok(s), listener)),
+                    Ok(s) => return Some((Ok(AuthorityStream::new(s)), listener)),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read caller's peer credentials; dropping connection")
                     }
