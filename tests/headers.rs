@@ -391,7 +391,10 @@ async fn health_is_serving_and_reflection_lists_every_service() {
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {
-        assert!(names.iter().any(|n| n == service), "{service} not in {names:?}");
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} not in {names:?}"
+        );
     }
 }
 

@@ -18,10 +18,10 @@
 //! While no rewrite was needed it forwards the client's bytes unchanged
 //! (h2's table then mirrors the client's too). From the first block that
 //! needs one, it re-encodes every block of the connection using only the
-//! static table and literals that are never indexed, so h2's table is never
+//! static table and literals that are not indexed, so h2's table is never
 //! read again and cannot fall out of step with the client's.
 //!
-//! [`Rewriter`] is the sans-I/O core (frames in, frames out);
+//! The HPACK decoding is in `hpack`. [`Rewriter`] is the sans-I/O core (frames in, frames out);
 //! [`AuthorityStream`] puts it on a stream.
 
 use std::io;
@@ -29,9 +29,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use loona_hpack::encoder::encode_integer_into;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
+
+use super::hpack::{Decoder, HpackError};
 
 /// The largest header block (HEADERS plus CONTINUATION fragments, as
 /// encoded) a client may send. gRPC clients cap metadata at 8 KiB by
@@ -84,7 +85,7 @@ pub enum RewriteError {
     BadPadding,
     /// The HPACK block cannot be decoded.
     #[error("HTTP/2 compression error: {0}")]
-    Hpack(String),
+    Hpack(#[from] HpackError),
 }
 
 impl From<RewriteError> for io::Error {
@@ -126,7 +127,7 @@ struct Block {
 /// should read.
 pub struct Rewriter {
     state: State,
-    decoder: loona_hpack::Decoder<'static>,
+    decoder: Decoder,
     block: Block,
     /// Set once a block needed rewriting: from then on every block is
     /// re-encoded.
@@ -137,11 +138,9 @@ pub struct Rewriter {
 
 impl Default for Rewriter {
     fn default() -> Self {
-        let mut decoder = loona_hpack::Decoder::new();
-        decoder.set_max_allowed_table_size(MAX_TABLE_SIZE);
         Self {
             state: State::Preface(0),
-            decoder,
+            decoder: Decoder::new(MAX_TABLE_SIZE),
             block: Block::default(),
             reencoding: false,
             encoded: Vec::new(),
@@ -235,9 +234,10 @@ impl Rewriter {
                         input.reserve(FRAME_HEADER + len - input.len());
                         return Ok(());
                     }
-                    let frame = input.split_to(FRAME_HEADER + len);
-                    self.header_frame(&frame)?;
-                    if frame[4] & END_HEADERS != 0 {
+                    let end_headers = input[4] & END_HEADERS != 0;
+                    self.header_frame(&input[..FRAME_HEADER + len])?;
+                    input.advance(FRAME_HEADER + len);
+                    if end_headers {
                         self.finish_block(out)?;
                     }
                 }
@@ -292,22 +292,20 @@ impl Rewriter {
         let mut size = 0usize;
         let encoded = &mut self.encoded;
         self.decoder
-            .decode_with_cb(&block.fragment, |name, value| {
+            .decode(&block.fragment, |name, value, never_indexed| {
                 size = size.saturating_add(name.len() + value.len() + 32);
                 if size > MAX_HEADER_LIST {
                     return;
                 }
-                let value: &[u8] = if name.as_ref() == b":authority"
-                    && http::uri::Authority::try_from(value.as_ref()).is_err()
-                {
-                    invalid_authority = true;
-                    LOCALHOST
-                } else {
-                    &value
-                };
-                encode_field(&name, value, encoded);
-            })
-            .map_err(|e| RewriteError::Hpack(e.to_string()))?;
+                let value =
+                    if name == b":authority" && http::uri::Authority::try_from(value).is_err() {
+                        invalid_authority = true;
+                        LOCALHOST
+                    } else {
+                        value
+                    };
+                encode_field(name, value, never_indexed, encoded);
+            })?;
         if size > MAX_HEADER_LIST {
             return Err(RewriteError::ListTooLarge);
         }
@@ -365,14 +363,16 @@ fn frame_header(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream: u32
     out.extend_from_slice(&stream.to_be_bytes());
 }
 
-/// Encodes one field without touching the dynamic table: "literal never
-/// indexed" (RFC 7541 §6.2.3), so no intermediary indexes it either, with
-/// the name as a static-table index where there is one.
-fn encode_field(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+/// Encodes one field without touching the dynamic table: a literal
+/// "without indexing", or "never indexed" if the client sent it so (RFC 7541
+/// §6.2.2, §6.2.3), with the name as a static-table index where there is
+/// one.
+fn encode_field(name: &[u8], value: &[u8], never_indexed: bool, out: &mut Vec<u8>) {
+    let kind = if never_indexed { 0x10 } else { 0x00 };
     match static_name(name) {
-        Some(index) => write_int(out, index, 4, 0x10),
+        Some(index) => write_int(out, index, 4, kind),
         None => {
-            out.push(0x10);
+            out.push(kind);
             write_string(out, name);
         }
     }
@@ -384,8 +384,20 @@ fn write_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-fn write_int(out: &mut Vec<u8>, value: usize, prefix: u8, bits: u8) {
-    encode_integer_into(value, prefix, bits, out).expect("writing to a Vec cannot fail");
+/// RFC 7541 §5.1: `value` with an N-bit prefix after the pattern `bits`.
+fn write_int(out: &mut Vec<u8>, mut value: usize, prefix: u8, bits: u8) {
+    let mask = (1usize << prefix) - 1;
+    if value < mask {
+        out.push(bits | value as u8);
+        return;
+    }
+    out.push(bits | mask as u8);
+    value -= mask;
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// Static-table indexes (RFC 7541 Appendix A) of the names gRPC requests
@@ -408,7 +420,8 @@ fn static_name(name: &[u8]) -> Option<usize> {
 #[derive(Debug)]
 pub struct AuthorityStream<S> {
     inner: S,
-    rewriter: Rewriter,
+    /// None only in benchmarks' baseline: reads go straight through.
+    rewriter: Option<Rewriter>,
     input: BytesMut,
     output: BytesMut,
     eof: bool,
@@ -419,10 +432,20 @@ impl<S> AuthorityStream<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            rewriter: Rewriter::new(),
+            rewriter: Some(Rewriter::new()),
             input: BytesMut::new(),
             output: BytesMut::new(),
             eof: false,
+        }
+    }
+
+    /// Test builds only (feature `test-hooks`): a connection without the
+    /// layer, the baseline its benchmark measures against.
+    #[cfg(feature = "test-hooks")]
+    pub fn bypassed(inner: S) -> Self {
+        Self {
+            rewriter: None,
+            ..Self::new(inner)
         }
     }
 }
@@ -442,6 +465,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let Some(rewriter) = &mut this.rewriter else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
         loop {
             if !this.output.is_empty() {
                 let n = this.output.len().min(buf.remaining());
@@ -462,7 +488,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityStream<S> {
                 this.eof = true;
                 continue;
             }
-            this.rewriter.feed(&mut this.input, &mut this.output)?;
+            rewriter.feed(&mut this.input, &mut this.output)?;
         }
     }
 }

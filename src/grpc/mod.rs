@@ -9,6 +9,7 @@
 mod admin;
 pub mod authority;
 mod convert;
+mod hpack;
 mod metrics_layer;
 mod socket;
 mod token_broker;

@@ -120,6 +120,15 @@ fn chown_group(path: &Path, gid: Option<u32>) -> Result<(), ServerError> {
     })
 }
 
+fn wrap(stream: PeerStream) -> AuthorityStream<PeerStream> {
+    // Test builds only: the authority layer's benchmark baseline.
+    #[cfg(feature = "test-hooks")]
+    if std::env::var_os("TOKEND_TEST_NO_AUTHORITY_LAYER").is_some() {
+        return AuthorityStream::bypassed(stream);
+    }
+    AuthorityStream::new(stream)
+}
+
 /// Accepted connections with their peer credentials, each behind the
 /// authority layer. An accept error (out of
 /// file descriptors, say) is logged and retried after a pause instead of
@@ -131,7 +140,7 @@ pub(super) fn incoming(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => match PeerStream::new(stream) {
-                    Ok(s) => return Some((Ok(AuthorityStream::new(s)), listener)),
+                    Ok(s) => return Some((Ok(wrap(s)), listener)),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read caller's peer credentials; dropping connection")
                     }

@@ -5,7 +5,9 @@
 
 pub mod fault_proxy;
 pub mod fixtures;
+pub mod node;
 pub mod oidc;
+pub mod python;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
