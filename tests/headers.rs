@@ -450,3 +450,26 @@ async fn the_typed_client_reads_what_the_daemon_serves() {
     assert_eq!(expired.state, State::Expired);
     assert_eq!(expired.kind, "glean_token");
 }
+
+/// A `grpc-timeout` far beyond any clock (`u64::MAX` seconds) used to
+/// overflow the deadline arithmetic and panic the call's task before
+/// authorisation; now the wait is clamped and the call is answered.
+#[tokio::test]
+async fn an_absurd_grpc_timeout_is_clamped_not_a_panic() {
+    let (_work, daemon) = start();
+    let mut client = daemon.client().await;
+    for credential in ["user", "forbidden"] {
+        let mut req = tonic::Request::new(GetHeadersRequest {
+            credential: credential.into(),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("grpc-timeout", "18446744073709551615S".parse().unwrap());
+        let result = client.get_headers(req).await;
+        match credential {
+            "user" => assert!(result.is_ok(), "{result:?}"),
+            _ => assert_eq!(result.unwrap_err().code(), Code::PermissionDenied),
+        }
+    }
+    assert!(!daemon.logs().contains("panicked"), "{}", daemon.logs());
+}

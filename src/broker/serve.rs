@@ -94,7 +94,11 @@ impl Broker {
         req: HeadersRequest<'a>,
         wait: Duration,
     ) -> Result<Grant<'a>, BrokerError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let now = tokio::time::Instant::now();
+        // Far enough to never fire if a caller's wait does not fit.
+        let deadline = now
+            .checked_add(wait)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
         let slot = self.allowed_slot(peer, req.credential)?;
         let clock = &self.services.clock;
         let mut rx = None;

@@ -155,6 +155,11 @@ pub async fn serve(
 /// deadline (`grpc-timeout`).
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
+/// The longest a call waits for a refresh, whatever deadline the caller
+/// set: a caller's `grpc-timeout` may be up to 10⁸ hours, and no refresh is
+/// worth holding a call open for more than this.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
 /// The caller's peer credentials; a request without them (not from our
 /// socket) is denied.
 fn peer<T>(req: &Request<T>) -> Result<Arc<Peer>, Status> {
@@ -167,7 +172,7 @@ fn peer<T>(req: &Request<T>) -> Result<Arc<Peer>, Status> {
 /// How long to wait for a refresh: the caller's deadline from
 /// `grpc-timeout` (e.g. `500m`, `2S`) less a tenth, so the caller receives
 /// our answer (and its reason) rather than its own timeout; else
-/// [`DEFAULT_WAIT`].
+/// [`DEFAULT_WAIT`]. At most [`MAX_WAIT`].
 fn wait_for<T>(req: &Request<T>) -> Duration {
     let parse = |v: &str| {
         let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
@@ -187,4 +192,5 @@ fn wait_for<T>(req: &Request<T>) -> Duration {
         .and_then(|v| v.to_str().ok())
         .and_then(parse)
         .map_or(DEFAULT_WAIT, |d| d - d / 10)
+        .min(MAX_WAIT)
 }
