@@ -93,13 +93,31 @@ fn peer_groups(fd: RawFd) -> io::Result<Vec<u32>> {
 pub struct PeerStream {
     stream: UnixStream,
     peer: Arc<Peer>,
+    /// Dropped with the connection: the accept loop's place for it in its
+    /// per-uid count.
+    held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl PeerStream {
     /// Wraps an accepted stream, reading its peer's identity now.
     pub fn new(stream: UnixStream) -> io::Result<Self> {
         let peer = Arc::new(Peer::of(&stream)?);
-        Ok(Self { stream, peer })
+        Ok(Self {
+            stream,
+            peer,
+            held: None,
+        })
+    }
+
+    /// Whom the kernel says connected.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Keeps `guard` alive exactly as long as this connection.
+    pub fn hold(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self.held = Some(Box::new(guard));
+        self
     }
 }
 

@@ -27,6 +27,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -48,6 +49,11 @@ pub const MAX_HEADER_LIST: usize = 64 * 1024;
 /// The dynamic table size h2 advertises (the protocol default); a client may
 /// not grow its table beyond it.
 const MAX_TABLE_SIZE: usize = 4096;
+
+/// How long a new connection may take to send the HTTP/2 client preface
+/// (24 bytes any client sends at once). A connection that sends nothing is
+/// closed after it instead of holding a file descriptor forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What replaces an authority h2 would refuse.
 const LOCALHOST: &[u8] = b"localhost";
@@ -161,6 +167,11 @@ impl Rewriter {
     /// A rewriter for a new connection.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the client preface has yet to arrive in full.
+    pub fn awaiting_preface(&self) -> bool {
+        matches!(self.state, State::Preface(_))
     }
 
     /// Whether some block of this connection needed its authority replaced.
@@ -425,10 +436,13 @@ pub struct AuthorityStream<S> {
     input: BytesMut,
     output: BytesMut,
     eof: bool,
+    /// Until the preface is in: when to give up on it.
+    handshake: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> AuthorityStream<S> {
-    /// Wraps an accepted connection.
+    /// Wraps an accepted connection. Must run inside a tokio runtime (the
+    /// handshake timer).
     pub fn new(inner: S) -> Self {
         Self {
             inner,
@@ -436,6 +450,7 @@ impl<S> AuthorityStream<S> {
             input: BytesMut::new(),
             output: BytesMut::new(),
             eof: false,
+            handshake: Some(Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT))),
         }
     }
 
@@ -479,16 +494,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityStream<S> {
                 return Poll::Ready(Ok(()));
             }
             this.input.reserve(8 * 1024);
-            let n = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.inner),
-                cx,
-                &mut this.input
-            ))?;
+            let read =
+                tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.input);
+            let n = match read {
+                Poll::Ready(n) => n?,
+                Poll::Pending => {
+                    if let Some(timer) = &mut this.handshake {
+                        ready!(timer.as_mut().poll(cx));
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no HTTP/2 preface within the handshake timeout",
+                        )));
+                    }
+                    return Poll::Pending;
+                }
+            };
             if n == 0 {
                 this.eof = true;
                 continue;
             }
             rewriter.feed(&mut this.input, &mut this.output)?;
+            if !rewriter.awaiting_preface() {
+                this.handshake = None;
+            }
         }
     }
 }
@@ -769,6 +797,35 @@ mod tests {
     fn not_http2_passes_through_for_h2_to_refuse() {
         let bytes = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3);
         assert_eq!(run(&bytes, &[2]).unwrap(), bytes);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_a_preface_is_closed_after_the_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(1024);
+        let mut stream = AuthorityStream::new(server);
+        let read = tokio::spawn(async move {
+            let mut buf = [0; 64];
+            stream.read(&mut buf).await
+        });
+        tokio::time::sleep(HANDSHAKE_TIMEOUT - Duration::from_millis(1)).await;
+        assert!(!read.is_finished(), "closed before the timeout");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let err = read.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        drop(client);
+
+        // A client that sent its preface may then stay idle.
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut stream = AuthorityStream::new(server);
+        client.write_all(PREFACE).await.unwrap();
+        let mut buf = [0; 64];
+        assert_eq!(stream.read(&mut buf).await.unwrap(), PREFACE.len());
+        let idle = tokio::time::timeout(HANDSHAKE_TIMEOUT * 10, stream.read(&mut buf)).await;
+        assert!(
+            idle.is_err(),
+            "an idle connection after the preface stays open"
+        );
     }
 
     proptest! {

@@ -3,9 +3,11 @@
 //! passed in by systemd, removed on exit, and accepted with each caller's
 //! peer credentials.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -129,25 +131,91 @@ fn wrap(stream: PeerStream) -> AuthorityStream<PeerStream> {
     AuthorityStream::new(stream)
 }
 
+/// How many connections one uid may hold open at once. Above it, new ones
+/// are closed as soon as they are accepted, so one local user cannot use up
+/// the daemon's file descriptors and lock everyone else out; the unit's
+/// `LimitNOFILE=` leaves room for many uids at their maximum.
+pub const MAX_CONNECTIONS_PER_UID: usize = 256;
+
+/// Open connections per uid, and how many each uid had refused.
+#[derive(Debug, Default)]
+struct PerUid {
+    open: HashMap<u32, usize>,
+    refused: HashMap<u32, u64>,
+}
+
+/// A connection's place in its uid's count, given back when dropped.
+struct Place {
+    counts: Arc<Mutex<PerUid>>,
+    uid: u32,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.open.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                counts.open.remove(&self.uid);
+                counts.refused.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Takes a place for `uid`, or says it holds its maximum. Refusals are
+/// logged at the 1st, 2nd, 4th, 8th… so a flood cannot flood the log.
+fn admit(counts: &Arc<Mutex<PerUid>>, uid: u32) -> Option<Place> {
+    let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let open = c.open.entry(uid).or_default();
+    if *open >= MAX_CONNECTIONS_PER_UID {
+        let refused = c.refused.entry(uid).or_default();
+        *refused += 1;
+        if refused.is_power_of_two() {
+            tracing::warn!(
+                uid,
+                refused = *refused,
+                "uid holds {MAX_CONNECTIONS_PER_UID} connections, the most one uid may; \
+                 closing its new ones"
+            );
+        }
+        return None;
+    }
+    *open += 1;
+    Some(Place {
+        counts: Arc::clone(counts),
+        uid,
+    })
+}
+
 /// Accepted connections with their peer credentials, each behind the
-/// authority layer. An accept error (out of
-/// file descriptors, say) is logged and retried after a pause instead of
-/// spinning, and never ends the server.
+/// authority layer and counted against its uid's
+/// [`MAX_CONNECTIONS_PER_UID`]. An accept error (out of file descriptors,
+/// say) is logged and retried after a pause instead of spinning, and never
+/// ends the server.
 pub(super) fn incoming(
     listener: &UnixListener,
 ) -> impl Stream<Item = io::Result<AuthorityStream<PeerStream>>> + '_ {
-    futures_util::stream::unfold(listener, |listener| async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => match PeerStream::new(stream) {
-                    Ok(s) => return Some((Ok(wrap(s)), listener)),
+    let counts = Arc::new(Mutex::new(PerUid::default()));
+    futures_util::stream::unfold(listener, move |listener| {
+        let counts = Arc::clone(&counts);
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => match PeerStream::new(stream) {
+                        Ok(s) => {
+                            if let Some(place) = admit(&counts, s.peer().uid) {
+                                return Some((Ok(wrap(s.hold(place))), listener));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read caller's peer credentials; dropping connection")
+                        }
+                    },
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot read caller's peer credentials; dropping connection")
+                        tracing::error!(error = %e, "accept failed; retrying in 100ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "accept failed; retrying in 100ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
