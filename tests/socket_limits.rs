@@ -82,3 +82,76 @@ fn one_uid_at_its_connection_cap_does_not_lock_out_others() {
     let logs = daemon.logs();
     assert_eq!(logs.matches("the most one uid may").count(), 2, "{logs}");
 }
+
+/// `GET /metrics` over a Unix stream; the response, or "" if closed unanswered.
+fn scrape(path: &std::path::Path) -> String {
+    use std::io::Write;
+    let mut s = UnixStream::connect(path).expect("connect to the metrics socket");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn the_metrics_socket_follows_the_grpc_socket_rules_and_caps_connections() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    common::require_root();
+
+    // A regular file where the metrics socket should go is left alone.
+    let work = Workdir::new();
+    let in_the_way = work.path().join("metrics.sock");
+    std::fs::write(&in_the_way, "precious").unwrap();
+    let config = |path: &std::path::Path| {
+        format!(
+            "{CREDENTIALS}\n[metrics]\nlisten = \"unix:{}\"\n",
+            path.display()
+        )
+    };
+    work.write_config("socket_mode = 0o660", &config(&in_the_way));
+    let daemon = Daemon::start(&work);
+    daemon.wait_for_log("metrics listener failed");
+    assert_eq!(std::fs::read_to_string(&in_the_way).unwrap(), "precious");
+    assert!(
+        daemon.logs().contains("is not a socket"),
+        "{}",
+        daemon.logs()
+    );
+    drop(daemon);
+
+    // A free path: the socket gets [daemon]'s mode, not the umask's.
+    let work = Workdir::new();
+    let path = work.path().join("metrics.sock");
+    work.write_config("socket_mode = 0o660", &config(&path));
+    let _daemon = Daemon::start(&work);
+    let mut tries = 0;
+    while !path.exists() && tries < 100 {
+        std::thread::sleep(Duration::from_millis(20));
+        tries += 1;
+    }
+    let meta = std::fs::metadata(&path).expect("the metrics socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert!(scrape(&path).starts_with("HTTP/1.1 200"));
+
+    // Idle connections up to the cap; the next is closed unanswered.
+    let idle: Vec<UnixStream> = (0..tokend::daemon::metrics_http::MAX_CONNECTIONS)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(scrape(&path), "", "a connection over the cap is closed");
+    drop(idle);
+    let mut answered = false;
+    for _ in 0..50 {
+        if scrape(&path).starts_with("HTTP/1.1 200") {
+            answered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        answered,
+        "scrapes are served again once the idle connections go"
+    );
+}

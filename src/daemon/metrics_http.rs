@@ -1,102 +1,280 @@
 //! The metrics listener: `GET /metrics` over HTTP/1.1 on TCP or a Unix
 //! socket, rendered from the statuses of the moment.
+//!
+//! Anyone who can reach it is a stranger, so everything is bounded: a
+//! request head of [`MAX_HEAD`] bytes read within [`HEAD_TIMEOUT`], at most
+//! [`MAX_CONNECTIONS`] at once (more are closed on arrival), accept errors
+//! backed off rather than retried in a busy loop. A Unix socket follows the
+//! gRPC socket's rules: mode and group from `[daemon]`, a stale socket
+//! replaced, anything else at the path left alone and reported.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::clock::SharedClock;
-use crate::config::Listen;
+use crate::config::{Daemon, Listen};
 use crate::metrics::Metrics;
+
+/// The largest request head (request line and headers) read.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// How long a client has to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; a scraper needs one.
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// Serves `GET /metrics` until `shutdown`; a failure to listen is logged.
 pub(super) fn serve(
     listen: Listen,
+    daemon: &Daemon,
     metrics: &Arc<Metrics>,
     broker: &Arc<Broker>,
     clock: &SharedClock,
     shutdown: &CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     let (metrics, broker, clock) = (Arc::clone(metrics), Arc::clone(broker), Arc::clone(clock));
+    let (mode, group) = (daemon.socket_mode, daemon.socket_group);
     let shutdown = shutdown.clone();
     async move {
-        if let Err(e) = listen_and_serve(listen, metrics, broker, clock, shutdown).await {
+        let page = move || metrics.render(&broker.list_all(clock.now()), clock.now());
+        let result = match listen {
+            Listen::Tcp(addr) => match tokio::net::TcpListener::bind(&addr).await {
+                Ok(listener) => {
+                    tracing::info!(%addr, "metrics listening");
+                    accept_loop(|| listener.accept(), page, shutdown).await;
+                    Ok(())
+                }
+                Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+            },
+            Listen::Unix(path) => match crate::grpc::bind_at(&path, mode, group) {
+                Ok(socket) => {
+                    tracing::info!(path = %path.display(), "metrics listening");
+                    accept_loop(|| socket.listener().accept(), page, shutdown).await;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        if let Err(e) = result {
             tracing::error!(error = %e, "metrics listener failed");
         }
     }
 }
 
-async fn listen_and_serve(
-    listen: Listen,
-    metrics: Arc<Metrics>,
-    broker: Arc<Broker>,
-    clock: SharedClock,
+async fn accept_loop<S, A, F>(
+    mut accept: impl FnMut() -> F,
+    page: impl Fn() -> String + Send + Sync + 'static,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    macro_rules! accept_loop {
-        ($listener:expr) => {
-            loop {
-                let stream = tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    r = $listener.accept() => match r {
-                        Ok((s, _)) => s,
-                        Err(_) => continue,
-                    },
-                };
-                let (metrics, broker, clock) = (metrics.clone(), broker.clone(), clock.clone());
-                tokio::spawn(async move {
-                    let (read, write) = tokio::io::split(stream);
-                    let page = || metrics.render(&broker.list_all(clock.now()), clock.now());
-                    let _ = answer(read, write, page).await;
-                });
-            }
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    F: Future<Output = std::io::Result<(S, A)>>,
+{
+    let page = Arc::new(page);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept failed; retrying in 100ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
         };
-    }
-    match listen {
-        Listen::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(&addr).await?;
-            tracing::info!(%addr, "metrics listening");
-            accept_loop!(listener)
-        }
-        Listen::Unix(path) => {
-            let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path)?;
-            tracing::info!(path = %path.display(), "metrics listening");
-            accept_loop!(listener)
-        }
+        // Over the cap: closed at once (dropped).
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            continue;
+        };
+        let page = Arc::clone(&page);
+        tokio::spawn(async move {
+            let _ = answer(stream, || page()).await;
+            drop(slot);
+        });
     }
 }
 
-async fn answer<R, W>(read: R, mut write: W, page: impl FnOnce() -> String) -> std::io::Result<()>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let mut lines = BufReader::new(read).lines();
-    let request = lines.next_line().await?.unwrap_or_default();
-    while let Some(line) = lines.next_line().await? {
-        if line.is_empty() {
-            break;
+/// What a request head asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /metrics` (any query).
+    Metrics,
+    /// Any other well-formed request.
+    NotFound,
+    /// Not an HTTP request line.
+    BadRequest,
+}
+
+/// Routes a request head (everything up to the blank line).
+pub fn route(head: &[u8]) -> Route {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Route::BadRequest;
+    };
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(target), Some(version)) if version.starts_with("HTTP/1.") => {
+            if method == "GET" && target.split('?').next() == Some("/metrics") {
+                Route::Metrics
+            } else {
+                Route::NotFound
+            }
         }
+        _ => Route::BadRequest,
     }
-    let path = request.split(' ').nth(1).unwrap_or("");
-    let (status, kind, body) =
-        if request.starts_with("GET ") && path.split('?').next() == Some("/metrics") {
-            (
+}
+
+/// Why no request head was read.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadError {
+    TooLarge,
+    TimedOut,
+    Closed,
+}
+
+/// Reads up to the blank line ending the head, within the limits.
+async fn read_head<R: AsyncRead + Unpin>(read: &mut R) -> Result<Vec<u8>, HeadError> {
+    let mut head = Vec::with_capacity(512);
+    let reading = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = read.read(&mut buf).await.map_err(|_| HeadError::Closed)?;
+            if n == 0 {
+                return Err(HeadError::Closed);
+            }
+            head.extend_from_slice(&buf[..n]);
+            if let Some(end) = find_end(&head) {
+                head.truncate(end);
+                return Ok(());
+            }
+            if head.len() > MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+        }
+    };
+    match tokio::time::timeout(HEAD_TIMEOUT, reading).await {
+        Ok(Ok(())) => Ok(head),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(HeadError::TimedOut),
+    }
+}
+
+fn find_end(head: &[u8]) -> Option<usize> {
+    let crlf = head.windows(4).position(|w| w == b"\r\n\r\n");
+    let lf = head.windows(2).position(|w| w == b"\n\n");
+    crlf.into_iter().chain(lf).min()
+}
+
+async fn answer<S>(mut stream: S, page: impl FnOnce() -> String) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (status, kind, body) = match read_head(&mut stream).await {
+        Ok(head) => match route(&head) {
+            Route::Metrics => (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 page(),
-            )
-        } else {
-            ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
-        };
+            ),
+            Route::NotFound => ("404 Not Found", "text/plain", "try /metrics\n".to_owned()),
+            Route::BadRequest => ("400 Bad Request", "text/plain", "try GET /metrics\n".into()),
+        },
+        Err(HeadError::TooLarge) => (
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            format!("request head over {MAX_HEAD} bytes\n"),
+        ),
+        Err(HeadError::TimedOut) => (
+            "408 Request Timeout",
+            "text/plain",
+            format!("no request within {}s\n", HEAD_TIMEOUT.as_secs()),
+        ),
+        Err(HeadError::Closed) => return Ok(()),
+    };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    write.write_all(head.as_bytes()).await?;
-    write.write_all(body.as_bytes()).await?;
-    write.shutdown().await
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn exchange(request: &[u8]) -> String {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(answer(server, || "tokend_up 1\n".to_owned()));
+        // The server may stop reading early; a failed write is fine.
+        let _ = client.write_all(request).await;
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        task.await.unwrap().unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_refuses_the_rest() {
+        assert!(
+            exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        assert!(
+            exchange(b"GET /metrics?x=1 HTTP/1.0\n\n")
+                .await
+                .contains("tokend_up 1")
+        );
+        assert!(
+            exchange(b"GET / HTTP/1.1\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 404")
+        );
+        assert!(
+            exchange(b"\x00\xff garbage\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 400")
+        );
+    }
+
+    /// A 1 MiB request line without a newline: refused after 8 KiB, not
+    /// buffered whole.
+    #[tokio::test]
+    async fn an_endless_request_line_is_cut_off() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'A'; 4096];
+            let mut sent = 0;
+            while sent < 1 << 20 && client.write_all(&chunk).await.is_ok() {
+                sent += chunk.len();
+            }
+            (client, sent)
+        });
+        assert_eq!(read_head(&mut server).await, Err(HeadError::TooLarge));
+        drop(server);
+        let (_, sent) = writer.await.unwrap();
+        assert!(
+            sent < 1 << 20,
+            "the server stopped reading after {MAX_HEAD} bytes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_times_out() {
+        let started = tokio::time::Instant::now();
+        let (mut client, server) = tokio::io::duplex(1024);
+        let task = tokio::spawn(answer(server, String::new));
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        task.await.unwrap().unwrap();
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert_eq!(started.elapsed(), HEAD_TIMEOUT);
+    }
 }

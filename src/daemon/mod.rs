@@ -7,7 +7,7 @@
 //! listener).
 
 mod background;
-mod metrics_http;
+pub mod metrics_http;
 mod reload;
 
 use std::path::PathBuf;
@@ -100,7 +100,8 @@ pub async fn run(
     };
     let engine = alerts.as_ref().map(|(e, _)| Arc::clone(e));
     if let Some(listen) = metrics_listen {
-        let serve = metrics_http::serve(listen, &metrics, &broker, &clock, &stop_background);
+        let serve =
+            metrics_http::serve(listen, &daemon, &metrics, &broker, &clock, &stop_background);
         tasks.spawn(serve);
     }
     let reloader = Reloader {

@@ -31,7 +31,7 @@ use crate::proto;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::token_broker_server::TokenBrokerServer;
 
-pub use socket::{BoundSocket, MAX_CONNECTIONS_PER_UID, activated, bind};
+pub use socket::{BoundSocket, MAX_CONNECTIONS_PER_UID, activated, bind, bind_at};
 
 use admin::AdminService;
 use metrics_layer::GrpcMetrics;

@@ -62,13 +62,25 @@ impl BoundSocket {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The listening socket.
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
 }
 
 /// Binds the daemon's socket: creates its directory (0750) if missing, refuses
 /// if a live daemon answers there, replaces a stale socket, then sets the
 /// configured mode and group. Must run inside a tokio runtime.
 pub fn bind(daemon: &Daemon) -> Result<BoundSocket, ServerError> {
-    let path = &daemon.socket;
+    bind_at(&daemon.socket, daemon.socket_mode, daemon.socket_group)
+}
+
+/// [`bind`] for any socket of the daemon's (the metrics listener's too):
+/// the same directory, stale-socket and ownership rules, with `mode` and
+/// `group`.
+pub fn bind_at(path: &Path, mode: u32, group: Option<u32>) -> Result<BoundSocket, ServerError> {
+    let path = &path.to_owned();
     let io = |what, p: &Path| {
         let p = p.to_owned();
         move |source| ServerError::Io {
@@ -83,7 +95,7 @@ pub fn bind(daemon: &Daemon) -> Result<BoundSocket, ServerError> {
         std::fs::create_dir_all(dir).map_err(io("cannot create socket directory", dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
             .map_err(io("cannot set mode of socket directory", dir))?;
-        chown_group(dir, daemon.socket_group)?;
+        chown_group(dir, group)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
@@ -107,9 +119,9 @@ pub fn bind(daemon: &Daemon) -> Result<BoundSocket, ServerError> {
         path: path.clone(),
         owned: true,
     };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(daemon.socket_mode))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io("cannot set mode of socket", path))?;
-    chown_group(path, daemon.socket_group)?;
+    chown_group(path, group)?;
     Ok(bound)
 }
 
