@@ -22,9 +22,31 @@ secret = { file = "secret" }
 allow = { uids = [0, 4242] }
 "#;
 
+/// Lets this process and the daemon it starts hold the connections these
+/// tests open: the soft file limit up to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
+    #[allow(unsafe_code)]
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    let needed = 2 * MAX_CONNECTIONS_PER_UID as u64 + 256;
+    assert!(
+        lim.rlim_cur >= needed,
+        "these tests need {needed} open files; raise the hard limit (`ulimit -Hn {needed}` as root)"
+    );
+}
+
 #[test]
 fn one_uid_at_its_connection_cap_does_not_lock_out_others() {
     common::require_root();
+    raise_fd_limit();
     let work = Workdir::new();
     // Any uid may connect: a directory everyone can traverse, a 0666 socket.
     std::fs::create_dir(work.path().join("run")).unwrap();

@@ -147,7 +147,7 @@ fn wrap(stream: PeerStream) -> AuthorityStream<PeerStream> {
 /// are closed as soon as they are accepted, so one local user cannot use up
 /// the daemon's file descriptors and lock everyone else out; the unit's
 /// `LimitNOFILE=` leaves room for many uids at their maximum.
-pub const MAX_CONNECTIONS_PER_UID: usize = 256;
+pub const MAX_CONNECTIONS_PER_UID: usize = 1024;
 
 /// Open connections per uid, and how many each uid had refused.
 #[derive(Debug, Default)]
