@@ -5,9 +5,8 @@
 //! is a token already leaked; the check runs on the opened file, so a swap
 //! between check and read cannot slip a different file in.
 
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
@@ -149,7 +148,15 @@ fn read_private_file(path: &Path) -> Result<Zeroizing<String>, SecretError> {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a
+    // writer and hang `--check` and reloads; the type check below refuses
+    // it. Symlinks are followed (Kubernetes mounts secrets through them);
+    // the checks are on the opened file, so a link to a FIFO is refused too.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(SecretError::NotAFile {
@@ -232,6 +239,29 @@ mod tests {
             SecretSource::File(path).load(),
             Err(SecretError::Malformed { .. })
         ));
+    }
+
+    /// A FIFO (or a link to one) used to block the open until a writer came,
+    /// hanging `--check` and wedging reloads.
+    #[test]
+    fn a_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        for path in [fifo, link] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || tx.send(read_private_file(&p).map(drop)));
+            let result = rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("reading a FIFO must not block");
+            assert!(
+                matches!(result, Err(SecretError::NotAFile { .. })),
+                "{path:?}: {result:?}"
+            );
+        }
     }
 
     #[test]
