@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::Glean;
 use common::oidc::{OidcServer, POST_CLIENT};
-use common::{Daemon, Workdir};
+use common::{CANARY, Daemon, Workdir};
 use secrecy::ExposeSecret;
 use tokend::oauth::AuthMethod;
 use tokend::proto::{PutRefreshTokenRequest, RefreshRequest};
@@ -424,7 +424,7 @@ digest = "* * * * * *"
 [[alerts.sink]]
 name = "script"
 type = "exec"
-command = ["/bin/sh", "-c", "cat > {}"]
+command = ["/bin/sh", "-c", "cat > {1}; env > {1}.env; exec ls /proc/self/fd > {1}.fds"]
 timeout = "5s"
 
 [[alerts.sink]]
@@ -449,11 +449,41 @@ allow = {{ uids = [0] }}
             out.display()
         ),
     );
-    let daemon = Daemon::start(&work);
+    // Secrets in the daemon's environment: an env-sourced secret and the
+    // systemd credentials directory (where the store key lives).
+    let daemon = Daemon::start_env(
+        &work,
+        &[
+            ("TOKEND_TEST_ENV_SECRET", CANARY),
+            ("CREDENTIALS_DIRECTORY", "/run/credentials/tokend.service"),
+        ],
+    );
     let r = work.tokenctl(&["test-alert", "script"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(body["event"], "test");
+    // The script saw only the allow-list and the event's fields, and no
+    // descriptor beyond stdin, stdout and stderr.
+    let env = std::fs::read_to_string(format!("{}.env", out.display())).unwrap();
+    common::assert_no_secret("the exec sink's environment", &env);
+    let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+    for name in &names {
+        assert!(
+            ["PATH", "LANG", "LC_ALL", "TZ", "PWD", "SHLVL", "_"].contains(name)
+                || name.starts_with("TOKEND_EVENT")
+                || ["TOKEND_CREDENTIAL", "TOKEND_SEVERITY", "TOKEND_DEDUP_KEY"].contains(name),
+            "the exec sink inherited {name}:\n{env}"
+        );
+    }
+    assert!(env.contains("TOKEND_EVENT=test"), "{env}");
+    let fds = std::fs::read_to_string(format!("{}.fds", out.display())).unwrap();
+    let fds: Vec<&str> = fds.split_whitespace().collect();
+    // 3 is `ls`'s own handle on the directory it lists.
+    assert_eq!(
+        fds,
+        ["0", "1", "2", "3"],
+        "the exec sink inherited descriptors"
+    );
     // The daemon answered: not "unreachable" (6) but "try later" (7).
     let r = work.tokenctl(&["test-alert", "dead"]);
     assert_eq!(r.status.code(), Some(7), "{r:?}");

@@ -104,11 +104,63 @@ fn check_response(r: reqwest::Result<reqwest::Response>) -> Result<(), String> {
     }
 }
 
+/// Marks every descriptor above stderr close-on-exec, so the program starts
+/// with none of them (`close_range(2)` with `CLOSE_RANGE_CLOEXEC`, or
+/// `fcntl` one by one on kernels before 5.11). Marked rather than closed:
+/// the pipe through which a failed exec reports its error must stay open
+/// until the exec.
+fn close_inherited() -> std::io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    // SAFETY: plain system calls on descriptor numbers.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+            let max = match libc::sysconf(libc::_SC_OPEN_MAX) {
+                n if n > 0 => i32::try_from(n).unwrap_or(i32::MAX),
+                _ => 65_536,
+            };
+            for fd in 3..max {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What an exec sink inherits of the daemon's environment; nothing else.
+pub const EXEC_ENV: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
+
 async fn exec(command: &[String], timeout: Duration, e: &Event) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
     let (program, args) = command.split_first().ok_or("empty command")?;
-    let mut child = tokio::process::Command::new(program)
+    let mut cmd = tokio::process::Command::new(program);
+    // A cleared environment: the daemon's may hold `secret = { env = … }`
+    // values and, under systemd, CREDENTIALS_DIRECTORY (the store key).
+    // Only the allow-list in EXEC_ENV passes, plus the event's fields.
+    cmd.env_clear();
+    for name in EXEC_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.env("TOKEND_EVENT", &e.event)
+        .env("TOKEND_CREDENTIAL", &e.credential)
+        .env("TOKEND_SEVERITY", e.severity.as_str())
+        .env("TOKEND_DEDUP_KEY", &e.dedup_key);
+    // No inherited descriptors: whatever the daemon was started with
+    // without close-on-exec (a supervisor's pipes, systemd's sockets) is
+    // closed when the child execs.
+    // SAFETY: the closure only makes raw system calls, which are
+    // async-signal-safe, between fork and exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(close_inherited);
+    }
+    let mut child = cmd
         .args(args)
+        // Its own process group: a terminal's or systemd's signals to the
+        // daemon's group do not reach it halfway through.
+        .process_group(0)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -130,5 +182,39 @@ async fn exec(command: &[String], timeout: Duration, e: &Event) -> Result<(), St
             "{program} did not finish within {}",
             clock::human(timeout)
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::settings::Severity;
+
+    fn event() -> Event {
+        Event {
+            event: "test".into(),
+            credential: String::new(),
+            kind: String::new(),
+            severity: Severity::Info,
+            summary: "a test".into(),
+            expires_at: None,
+            dedup_key: "test".into(),
+            source: "host".into(),
+            at: "2026-11-24T00:00:00Z".into(),
+        }
+    }
+
+    /// Descriptors are marked close-on-exec rather than closed, so a
+    /// program that cannot be run is still reported as such.
+    #[tokio::test]
+    async fn a_missing_program_is_reported_as_missing() {
+        let err = exec(
+            &["/nonexistent/notify".into()],
+            Duration::from_secs(5),
+            &event(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.starts_with("cannot run /nonexistent/notify"), "{err}");
     }
 }
