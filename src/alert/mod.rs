@@ -278,8 +278,10 @@ impl Engine {
     }
 
     /// The daily digest of `statuses`: everything that expires within the
-    /// largest threshold.
-    pub fn digest(&self, statuses: &[Status]) {
+    /// largest threshold. Each sink gets the lines of the credentials its
+    /// `credentials` filter covers (a sink for `team-a-*` hears nothing of
+    /// `team-b-…`). Returns what was queued, by sink.
+    pub fn digest(&self, statuses: &[Status]) -> Vec<(String, Arc<Event>)> {
         let now = self.clock.now();
         let horizon = self
             .settings
@@ -293,24 +295,39 @@ impl Engine {
                 if let Some(at) = at
                     && clock::between(now, at) <= horizon
                 {
-                    lines.push(format!("{} ({what}) expires at {at}", s.name));
+                    lines.push((&*s.name, format!("{} ({what}) expires at {at}", s.name)));
                 }
             }
         }
-        let summary = if lines.is_empty() {
-            format!(
-                "tokend digest: nothing expires within {}",
-                clock::human(horizon)
-            )
-        } else {
-            format!(
-                "tokend digest: {} expiring within {}: {}",
-                lines.len(),
-                clock::human(horizon),
-                lines.join("; ")
-            )
-        };
-        self.dispatch(self.notice("digest", summary, now));
+        tracing::info!(event = "digest", expiring = lines.len(), "alert");
+        let mut sent = Vec::new();
+        for sink in &self.sinks {
+            let mine: Vec<&str> = lines
+                .iter()
+                .filter(|(name, _)| sink.spec.covers(name))
+                .map(|(_, line)| line.as_str())
+                .collect();
+            let summary = if mine.is_empty() {
+                format!(
+                    "tokend digest: nothing expires within {}",
+                    clock::human(horizon)
+                )
+            } else {
+                format!(
+                    "tokend digest: {} expiring within {}: {}",
+                    mine.len(),
+                    clock::human(horizon),
+                    mine.join("; ")
+                )
+            };
+            let event = self.notice("digest", summary, now);
+            if sink.spec.wants(&event) {
+                let event = Arc::new(event);
+                self.queue(sink, &event);
+                sent.push((sink.spec.name.clone(), event));
+            }
+        }
+        sent
     }
 
     /// Open alerts, for `tokenctl alerts`.
@@ -389,16 +406,22 @@ impl Engine {
         tracing::info!(event = %event.event, credential = %event.credential, dedup_key = %event.dedup_key, "alert");
         let event = Arc::new(event);
         for sink in self.sinks.iter().filter(|s| s.spec.wants(&event)) {
-            let delivery = Delivery {
-                event: Arc::clone(&event),
-                done: None,
-            };
-            if sink.queue.try_send(delivery).is_err() {
-                self.metrics.alert_delivery(&sink.spec.name, "dropped");
-                tracing::error!(sink = %sink.spec.name, "alert queue full; event dropped");
-            }
+            self.queue(sink, &event);
         }
         event
+    }
+
+    /// Queues `event` for `sink`; a full queue drops it (counted and
+    /// logged) rather than wait.
+    fn queue(&self, sink: &Sink, event: &Arc<Event>) {
+        let delivery = Delivery {
+            event: Arc::clone(event),
+            done: None,
+        };
+        if sink.queue.try_send(delivery).is_err() {
+            self.metrics.alert_delivery(&sink.spec.name, "dropped");
+            tracing::error!(sink = %sink.spec.name, "alert queue full; event dropped");
+        }
     }
 }
 

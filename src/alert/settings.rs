@@ -90,13 +90,16 @@ impl SinkSpec {
     pub(super) fn wants(&self, e: &Event) -> bool {
         // A resolve goes wherever its trigger went.
         let severity_ok = e.resolves() || e.event == "test" || e.severity >= self.min_severity;
-        let credential_ok = self.credentials.is_empty()
-            || e.credential.is_empty()
+        severity_ok && (e.credential.is_empty() || self.covers(&e.credential))
+    }
+
+    /// Whether events about `credential` may go to this sink.
+    pub(super) fn covers(&self, credential: &str) -> bool {
+        self.credentials.is_empty()
             || self
                 .credentials
                 .iter()
-                .any(|p| crate::glean::glob_match(p.as_bytes(), e.credential.as_bytes()));
-        severity_ok && credential_ok
+                .any(|p| crate::glean::glob_match(p.as_bytes(), credential.as_bytes()))
     }
 }
 

@@ -257,3 +257,47 @@ async fn open_alerts_survive_a_restart_without_paging_again() {
     let third = engine(&clock, Some(store));
     assert!(third.open_alerts().is_empty());
 }
+
+/// The digest used to list every credential to every sink, whatever its
+/// `credentials` filter.
+#[tokio::test]
+async fn the_digest_honours_each_sinks_credential_filter() {
+    let clock = Manual::new(at("2030-01-01T00:00:00Z"));
+    let mut st = settings();
+    for (name, filter) in [("all", vec![]), ("team-a", vec!["team-a-*".to_owned()])] {
+        st.sinks.push(SinkSpec {
+            name: name.into(),
+            min_severity: Severity::Info,
+            credentials: filter,
+            kind: SinkKind::Log,
+        });
+    }
+    let engine = Engine::start(
+        st,
+        None,
+        crate::oauth::http_client(Duration::from_secs(1)),
+        Arc::default(),
+        Arc::clone(&clock) as SharedClock,
+    );
+    let soon = Some(at("2030-01-01T00:30:00Z"));
+    let statuses = ["team-a-search", "team-b-chat"].map(|name| Status {
+        expires_at: soon,
+        ..Status::new(name, CredentialKind::GleanToken, State::Fresh)
+    });
+    let sent = engine.digest(&statuses);
+    let summary = |sink: &str| {
+        sent.iter()
+            .find(|(s, _)| s == sink)
+            .map(|(_, e)| e.summary.clone())
+            .unwrap_or_else(|| panic!("no digest for {sink}: {sent:?}"))
+    };
+    assert!(summary("all").contains("team-a-search") && summary("all").contains("team-b-chat"));
+    assert!(
+        summary("team-a").contains("1 expiring") && summary("team-a").contains("team-a-search")
+    );
+    assert!(
+        !summary("team-a").contains("team-b"),
+        "{}",
+        summary("team-a")
+    );
+}
