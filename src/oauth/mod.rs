@@ -147,6 +147,18 @@ pub enum TokenError {
         /// token in an answer that was lost.
         answered: bool,
     },
+    /// The server answered 2xx with tokens that cannot be used (a bad
+    /// access token, a wrong `token_type`, an expiry out of range). Retried
+    /// like [`TokenError::Transient`]; but a valid refresh token in the
+    /// answer may already have replaced the one presented, so it is carried
+    /// here to be committed: replaying the old one would revoke the grant.
+    #[error("{reason}")]
+    Unusable {
+        /// What is wrong with the answer; never holds a secret.
+        reason: String,
+        /// The answer's refresh token, when it is itself valid.
+        refresh_token: Option<SecretString>,
+    },
     /// Retrying cannot help until something changes: the grant is gone
     /// (`invalid_grant`) or the client is refused.
     #[error("{}", permanent_message(code, description.as_deref()))]
@@ -242,14 +254,7 @@ pub async fn request_token(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, now));
-    let body = response.bytes().await.map_err(|e| TokenError::Transient {
-        reason: format!(
-            "reading the token response failed: {}",
-            describe_transport_error(&e)
-        ),
-        retry_after,
-        answered: false,
-    })?;
+    let body = read_body(response, "the token endpoint's answer", retry_after).await?;
     if status.is_success() {
         return parse_tokens(&body, default_lifetime, now);
     }
@@ -303,8 +308,57 @@ pub async fn revoke(
     if status.is_success() {
         return Ok(());
     }
-    let body = response.bytes().await.unwrap_or_default();
+    let body = read_body(response, "the revocation endpoint's answer", None)
+        .await
+        .unwrap_or_default();
     Err(classify_error(status.as_u16(), &body, None))
+}
+
+/// The most of an answer (token, revocation, discovery) read: real ones are
+/// a few KiB.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The largest access or refresh token accepted. Tokens travel in headers,
+/// which gRPC clients and HTTP servers cap at 8–16 KiB.
+pub const MAX_TOKEN: usize = 16 * 1024;
+
+/// Reads `response`'s body, refusing one over [`MAX_BODY`] as soon as it
+/// passes the limit instead of buffering it.
+async fn read_body(
+    mut response: reqwest::Response,
+    what: &str,
+    retry_after: Option<Duration>,
+) -> Result<Vec<u8>, TokenError> {
+    let transient = |reason: String, answered| TokenError::Transient {
+        reason,
+        retry_after,
+        answered,
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        return Err(transient(
+            format!("{what} is over the {} MiB limit", MAX_BODY >> 20),
+            true,
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        transient(
+            format!("reading {what} failed: {}", describe_transport_error(&e)),
+            false,
+        )
+    })? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(transient(
+                format!("{what} is over the {} MiB limit", MAX_BODY >> 20),
+                true,
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Posts `form`; a failure to get any answer is transient and unanswered.
@@ -362,59 +416,95 @@ pub fn classify_error(status: u16, body: &[u8], retry_after: Option<Duration>) -
     }
 }
 
-/// Parses a successful token response.
+/// Parses a successful token response. A valid refresh token survives
+/// any other problem with the answer (see [`TokenError::Unusable`]).
 pub fn parse_tokens(
     body: &[u8],
     default_lifetime: Duration,
     now: Timestamp,
 ) -> Result<Tokens, TokenError> {
     let raw: RawTokens = serde_json::from_slice(body).map_err(|e| TokenError::Transient {
-        // serde_json's message names the position, never the content.
-        reason: format!("token response is not the JSON RFC 6749 describes: {e}"),
+        // Position and category only: serde's text can quote a value
+        // (`invalid type: integer \`12345\``), which may be a token.
+        reason: format!(
+            "token response is not the JSON RFC 6749 describes ({}, line {} column {})",
+            json_error_kind(&e),
+            e.line(),
+            e.column()
+        ),
         retry_after: None,
         answered: true,
     })?;
-    if let Some(t) = &raw.token_type
-        && !t.eq_ignore_ascii_case("bearer")
-    {
-        return Err(TokenError::Permanent {
-            code: "unsupported_token_type".into(),
-            description: Some(format!("token_type `{}` is not Bearer", sanitise(t))),
-        });
-    }
-    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
-    if !valid(&raw.access_token) || raw.refresh_token.as_deref().is_some_and(|r| !valid(r)) {
+    let valid =
+        |s: &str| !s.is_empty() && s.len() <= MAX_TOKEN && s.bytes().all(|b| b.is_ascii_graphic());
+    // An empty refresh token is no refresh token (some servers send "").
+    let refresh_token = raw.refresh_token.filter(|r| !r.is_empty());
+    if refresh_token.as_deref().is_some_and(|r| !valid(r)) {
         return Err(TokenError::Transient {
-            reason: "token response holds an empty token or one with characters that cannot go in a header".into(),
+            reason: token_problem("refresh", refresh_token.as_deref().unwrap_or_default()),
             retry_after: None,
             answered: true,
         });
     }
+    let unusable = |reason: String| TokenError::Unusable {
+        reason,
+        refresh_token: refresh_token.as_deref().map(Into::into),
+    };
+    if let Some(t) = &raw.token_type
+        && !t.eq_ignore_ascii_case("bearer")
+    {
+        return Err(unusable(format!(
+            "token_type `{}` is not Bearer",
+            sanitise(t)
+        )));
+    }
+    if !valid(&raw.access_token) {
+        return Err(unusable(token_problem("access", &raw.access_token)));
+    }
     let expires_in = raw.expires_in.as_ref().and_then(|v| match v {
         // Some servers send a string; RFC 6749 says a number.
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_u64().map(|_| i64::MAX)),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
     });
     let after = |d: jiff::SignedDuration| now.saturating_add(d).ok();
     let expires_at = match expires_in {
-        Some(secs) => after(jiff::SignedDuration::from_secs(
-            i64::try_from(secs).unwrap_or(i64::MAX),
-        )),
+        // A negative lifetime is a token expired on arrival, not "unknown".
+        Some(secs) => after(jiff::SignedDuration::from_secs(secs.max(0))),
         None => jwt_expiry(&raw.access_token)
             .or_else(|| after(jiff::SignedDuration::try_from(default_lifetime).ok()?)),
-    }
-    .ok_or_else(|| TokenError::Transient {
-        reason: "token expiry is out of range".into(),
-        retry_after: None,
-        answered: true,
-    })?;
+    };
+    let Some(expires_at) = expires_at else {
+        return Err(unusable("token expiry is out of range".into()));
+    };
     Ok(Tokens {
         access_token: raw.access_token.into(),
-        refresh_token: raw.refresh_token.map(Into::into),
+        refresh_token: refresh_token.map(Into::into),
         expires_at,
         scope: raw.scope,
     })
+}
+
+/// Why a token cannot be used, without its content.
+fn token_problem(which: &str, token: &str) -> String {
+    if token.len() > MAX_TOKEN {
+        format!(
+            "the {which} token is {} bytes, over the {} KiB limit tokens in headers can use",
+            token.len(),
+            MAX_TOKEN >> 10
+        )
+    } else {
+        format!("the {which} token is empty or has characters that cannot go in a header")
+    }
+}
+
+fn json_error_kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "a field is missing or of the wrong type",
+        serde_json::error::Category::Eof => "cut short",
+    }
 }
 
 /// The `exp` claim of a JWT, read without verifying the signature: we are
@@ -504,11 +594,7 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, 
             .await
         {
             Ok(r) if r.status().is_success() => {
-                let body = r.bytes().await.map_err(|e| TokenError::Transient {
-                    reason: format!("reading {url} failed: {}", describe_transport_error(&e)),
-                    retry_after: None,
-                    answered: false,
-                })?;
+                let body = read_body(r, &url, None).await?;
                 return serde_json::from_slice(&body).map_err(|e| TokenError::Transient {
                     reason: format!("{url} is not an authorization server metadata document: {e}"),
                     retry_after: None,

@@ -42,7 +42,65 @@ fn malformed_responses_are_errors_without_content() {
         assert!(!e.to_string().contains("SECRET"), "{e}");
     }
     let e = parse_tokens(br#"{"access_token":"a","token_type":"mac"}"#, d, now()).unwrap_err();
-    assert!(matches!(e, TokenError::Permanent { .. }));
+    assert!(
+        matches!(
+            e,
+            TokenError::Unusable {
+                refresh_token: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // serde quotes a wrong-typed value; the error must not.
+    let e = parse_tokens(br#"{"access_token":123456789}"#, d, now()).unwrap_err();
+    assert!(!e.to_string().contains("123456789"), "{e}");
+    assert!(e.to_string().contains("wrong type"), "{e}");
+}
+
+/// A rotated refresh token in an otherwise unusable 2xx answer is handed
+/// back to be committed: replaying the old one would revoke the grant.
+#[test]
+fn a_valid_refresh_token_survives_an_unusable_answer() {
+    let d = Duration::from_secs(60);
+    let huge = "A".repeat(MAX_TOKEN + 1);
+    for body in [
+        r#"{"access_token":"has space","refresh_token":"rt-NEW"}"#.to_owned(),
+        r#"{"access_token":"a","token_type":"mac","refresh_token":"rt-NEW"}"#.to_owned(),
+        format!(r#"{{"access_token":"{huge}","refresh_token":"rt-NEW"}}"#),
+    ] {
+        let e = parse_tokens(body.as_bytes(), d, now()).unwrap_err();
+        let TokenError::Unusable {
+            refresh_token: Some(rt),
+            reason,
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(rt.expose_secret(), "rt-NEW");
+        assert!(
+            !reason.contains("has space") && !reason.contains("AAAA"),
+            "{reason}"
+        );
+    }
+    let e = parse_tokens(
+        format!(r#"{{"access_token":"{huge}"}}"#).as_bytes(),
+        d,
+        now(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("over the 16 KiB limit"), "{e}");
+}
+
+#[test]
+fn odd_but_usable_answers() {
+    let d = Duration::from_secs(3600);
+    // An empty refresh token is none, not a reason to refuse the answer.
+    let t = parse_tokens(br#"{"access_token":"a","refresh_token":""}"#, d, now()).unwrap();
+    assert!(t.refresh_token.is_none());
+    // A negative lifetime is expired on arrival, not the default hour.
+    let t = parse_tokens(br#"{"access_token":"a","expires_in":-100}"#, d, now()).unwrap();
+    assert_eq!(t.expires_at, now());
 }
 
 #[test]

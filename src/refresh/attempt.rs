@@ -58,10 +58,43 @@ impl Driver {
                 self.succeeded(tokens, refresh_token, now, started.elapsed())
                     .await;
             }
+            Err(TokenError::Unusable {
+                reason,
+                refresh_token: Some(rotated),
+            }) => {
+                // The server may have rotated the grant already: keep the
+                // new refresh token before anything else.
+                self.commit_rotation(&rotated, refresh_token.as_ref()).await;
+                self.failed(
+                    TokenError::Unusable {
+                        reason,
+                        refresh_token: None,
+                    },
+                    now,
+                )
+                .await;
+            }
             Err(e) => {
                 self.settle_marker(&e, now).await;
                 self.failed(e, now).await;
             }
+        }
+    }
+
+    /// Stores a refresh token from an answer that was otherwise unusable,
+    /// keeping the one presented as the fallback.
+    async fn commit_rotation(&mut self, new: &SecretString, used: Option<&SecretString>) {
+        let mut record = self.record.clone();
+        record.refreshing_since = None;
+        if used.is_some_and(|old| old.expose_secret() != new.expose_secret()) {
+            record.previous_refresh_token =
+                used.map(|old| Zeroizing::new(old.expose_secret().to_owned()));
+            record.refresh_token = Some(Zeroizing::new(new.expose_secret().to_owned()));
+            tracing::warn!("the token answer was unusable, but its rotated refresh token is kept");
+        }
+        self.unconfirmed_refresh = None;
+        if let Err(e) = self.persist(record).await {
+            tracing::error!(error = %e, "cannot store the rotated refresh token");
         }
     }
 
@@ -172,7 +205,13 @@ impl Driver {
             // rotated refresh token, which a person must hear about.
             tracing::error!(error = %e, "new tokens could not be stored; serving them from memory");
         }
-        self.forget_failures();
+        let lifetime = clock::between(now, tokens.expires_at);
+        let usable = lifetime > self.credential.min_valid;
+        if usable {
+            self.forget_failures();
+        } else {
+            self.unconfirmed_refresh = None;
+        }
         let token = self.new_token(
             tokens.access_token.expose_secret(),
             Some(tokens.expires_at),
@@ -187,10 +226,10 @@ impl Driver {
             "refreshed"
         );
         self.publish_token(token, now);
-        let lifetime = clock::between(now, tokens.expires_at);
-        if lifetime <= self.credential.min_valid {
-            // Such a token can never be served; say why instead of letting
-            // callers time out without a reason.
+        if !usable {
+            // Such a token can never be served. Asking again at once would
+            // get another like it (a refresh storm): it is a failure, backed
+            // off like any other, and says why.
             let message = format!(
                 "the issuer's access tokens live {}, no longer than min_valid ({}); lower \
                  min_valid for `{}`",
@@ -198,8 +237,7 @@ impl Driver {
                 clock::human(self.credential.min_valid),
                 self.name()
             );
-            tracing::error!("{message}");
-            self.update(|next| next.last_error = Some(message.into()));
+            self.back_off(message, None, now);
         }
     }
 
@@ -221,24 +259,29 @@ impl Driver {
                 reason,
                 retry_after,
                 ..
-            } => {
-                let delay = schedule::backoff(
-                    self.failures,
-                    self.deps.settings.max_backoff,
-                    retry_after,
-                    fastrand::f64(),
-                );
-                self.failures = self.failures.saturating_add(1);
-                self.retry_at = Some(Instant::now() + delay);
-                tracing::warn!(
-                    error = %reason,
-                    retry_in_ms = delay.as_millis() as u64,
-                    failures = self.failures,
-                    "refresh failed; will retry"
-                );
-                self.set_failing(format!("refresh failing: {reason}"), now, delay);
-            }
+            } => self.back_off(reason, retry_after, now),
+            TokenError::Unusable { reason, .. } => self.back_off(reason, None, now),
         }
+    }
+
+    /// Schedules the next attempt after a failure, with backoff (at least
+    /// the server's `Retry-After`), and publishes why.
+    fn back_off(&mut self, reason: String, retry_after: Option<Duration>, now: jiff::Timestamp) {
+        let delay = schedule::backoff(
+            self.failures,
+            self.deps.settings.max_backoff,
+            retry_after,
+            fastrand::f64(),
+        );
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = Some(Instant::now() + delay);
+        tracing::warn!(
+            error = %reason,
+            retry_in_ms = delay.as_millis() as u64,
+            failures = self.failures,
+            "refresh failed; will retry"
+        );
+        self.set_failing(format!("refresh failing: {reason}"), now, delay);
     }
 
     /// `invalid_grant`: the grant is gone. Records why (a restart must not

@@ -417,4 +417,62 @@ mod driver {
         assert_eq!(endpoint.calls(), 0);
         b.shutdown().await;
     }
+
+    /// A token that lives less than min_valid used to be asked for again at
+    /// once, and again (117 requests in 5 s); it is a failure that backs off,
+    /// with the reason, however many callers ask.
+    #[tokio::test(start_paused = true)]
+    async fn tokens_shorter_than_min_valid_back_off_instead_of_storming() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every answer: a token living 30 s, under min_valid 60 s.
+        let endpoint = FakeEndpoint::new(Duration::ZERO, Duration::from_secs(30));
+        let (b, _) = broker(
+            dir.path(),
+            "oauth_client_credentials",
+            "min_valid = \"60s\"",
+            &endpoint,
+            None,
+        );
+        let callers: Vec<_> = (0..20)
+            .map(|_| {
+                let b = Arc::clone(&b);
+                tokio::spawn(async move { fetch(&b, Duration::from_secs(5)).await })
+            })
+            .collect();
+        for c in callers {
+            let e = c.await.unwrap().unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("live 30s, no longer than min_valid (1m 0s)"),
+                "{e}"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // The first request and a few backed-off retries, not a storm.
+        let calls = endpoint.calls();
+        assert!((1..=12).contains(&calls), "{calls} token requests in 10 s");
+        b.shutdown().await;
+    }
+
+    /// An answer whose access token is unusable but whose refresh token
+    /// rotated: the new refresh token is stored and presented next, never
+    /// the old one again.
+    #[tokio::test(start_paused = true)]
+    async fn a_rotated_refresh_token_in_an_unusable_answer_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = FakeEndpoint::new(Duration::ZERO, HOUR);
+        endpoint.then(Answer::Error(crate::oauth::TokenError::Unusable {
+            reason: "the access token is empty or has characters that cannot go in a header".into(),
+            refresh_token: Some("rt-2".into()),
+        }));
+        let (b, store) = broker(dir.path(), "oauth_refresh", "", &endpoint, logged_in());
+        fetch(&b, Duration::from_secs(120)).await.unwrap();
+        assert_eq!(*endpoint.presented.lock().unwrap(), ["rt-1", "rt-2"]);
+        let record = store.get("c").unwrap().unwrap();
+        assert_eq!(
+            record.refresh_token.as_deref().map(String::as_str),
+            Some("rt-2")
+        );
+        b.shutdown().await;
+    }
 }

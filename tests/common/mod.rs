@@ -5,6 +5,7 @@
 
 pub mod fault_proxy;
 pub mod fixtures;
+pub mod hostile;
 pub mod node;
 pub mod oidc;
 pub mod python;
