@@ -155,3 +155,49 @@ async fn tokens_dead_on_arrival_back_off_and_say_why() {
     let n = hostile.requests();
     assert!((1..=12).contains(&n), "{n} token requests in 4 s");
 }
+
+/// One caller reporting every new token as rejected forced 227 refreshes
+/// in 10 s; now 3 at once, then one per 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_cannot_make_tokend_refresh_without_pause() {
+    use tokend::proto::InvalidateRequest;
+    let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
+    let (_work, daemon) = start(&credential(
+        "cc",
+        "oauth_client_credentials",
+        &hostile.token_endpoint(),
+    ));
+    let mut client = daemon.client().await;
+    let started = Instant::now();
+    let mut refused = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let fp = client
+            .get_headers(get("cc"))
+            .await
+            .unwrap()
+            .into_inner()
+            .token_fingerprint;
+        match client
+            .invalidate(InvalidateRequest {
+                credential: "cc".into(),
+                token_fingerprint: fp,
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(
+                    e.message().contains("at most one every 2s"),
+                    "{}",
+                    e.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 10, "only {refused} reports refused");
+    let n = hostile.requests();
+    // The first fetch, 3 at once, one more per 2 s.
+    assert!(n <= 6, "{n} token requests in 3 s of reports");
+}

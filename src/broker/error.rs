@@ -25,9 +25,12 @@ pub enum BrokerError {
         name: String,
     },
     /// The caller is admitted by none of the credential's `allow` rules.
+    /// Also the answer, to anyone but an admin, for a name that is not
+    /// configured: the socket does not tell which names exist.
     #[error(
-        "uid {uid} (gid {gid}, pid {pid}) may not use credential `{name}`; add the uid or one of \
-         its groups to the credential's `allow` in tokend's config"
+        "uid {uid} (gid {gid}, pid {pid}) may not use credential `{name}` (if one by that name \
+         exists; `tokenctl status` lists those you may use); add the uid or one of its groups \
+         to the credential's `allow` in tokend's config"
     )]
     CallerDenied {
         /// The credential's name.
@@ -199,6 +202,20 @@ pub enum BrokerError {
         name: Arc<str>,
         /// Why the operation does not apply.
         reason: String,
+    },
+    /// Reported tokens of this credential were replaced too often just
+    /// now: one caller could otherwise make tokend refresh without pause.
+    #[error(
+        "credential `{name}`: reported tokens were replaced several times just now; tokend \
+         replaces at most one every {interval} after that, try again in {wait}"
+    )]
+    TooSoon {
+        /// The credential's name.
+        name: Arc<str>,
+        /// The least time between replacements.
+        interval: String,
+        /// How long until a report can be acted on.
+        wait: String,
     },
     /// A value sent to an admin method is unusable.
     #[error("{0}")]

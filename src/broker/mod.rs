@@ -48,6 +48,9 @@ struct Slot {
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Stops this credential's driver (a child of the broker's).
     cancel: CancellationToken,
+    /// Replacements of reported tokens left, and when last counted (see
+    /// `Broker::invalidate`).
+    replacements: std::sync::Mutex<(f64, tokio::time::Instant)>,
 }
 
 /// The credentials in force: replaced whole by a reload.
@@ -220,6 +223,10 @@ impl Broker {
             driver: handle,
             task: std::sync::Mutex::new(None),
             cancel: self.stop.child_token(),
+            replacements: std::sync::Mutex::new((
+                serve::REPLACEMENT_BURST,
+                tokio::time::Instant::now(),
+            )),
         });
         Ok((slot, driver))
     }

@@ -22,6 +22,13 @@ use crate::glean::{self, Permission, Scope, ScopeSet};
 use crate::peer::Peer;
 use crate::token::{Snapshot, State, Token};
 
+/// Reported tokens a credential replaces at once, and how often one more
+/// may be replaced after that: one caller reporting every new token could
+/// otherwise keep it refreshing without pause (227 refreshes in 10 s).
+pub const REPLACEMENT_BURST: f64 = 3.0;
+/// See [`REPLACEMENT_BURST`].
+pub const REPLACEMENT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// A caller's request for the headers of one credential.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HeadersRequest<'a> {
@@ -73,7 +80,20 @@ impl Grant<'_> {
 impl Broker {
     /// The slot for `name` if `peer` may use it.
     pub(super) fn allowed_slot(&self, peer: &Peer, name: &str) -> Result<Arc<Slot>, BrokerError> {
-        let slot = self.slot(name)?;
+        let slot = match self.slot(name) {
+            Ok(slot) => slot,
+            // Only an admin learns that a name is not configured; anyone
+            // else gets the answer a credential they may not use gives.
+            Err(e) if self.is_admin(peer) => return Err(e),
+            Err(_) => {
+                return Err(BrokerError::CallerDenied {
+                    name: name.into(),
+                    uid: peer.uid,
+                    gid: peer.gid,
+                    pid: peer.pid.unwrap_or(0),
+                });
+            }
+        };
         if slot.credential.admits(peer) {
             Ok(slot)
         } else {
@@ -152,7 +172,9 @@ impl Broker {
     }
 
     /// An API rejected the token with `fingerprint`: replace it now if it is
-    /// still the current one. Returns whether a refresh was triggered.
+    /// still the current one, at most [`REPLACEMENT_BURST`] at once and one
+    /// per [`REPLACEMENT_INTERVAL`] after that. Returns whether a refresh
+    /// was triggered.
     pub fn invalidate(
         &self,
         peer: &Peer,
@@ -167,6 +189,11 @@ impl Broker {
         if token.fingerprint != fingerprint {
             return Ok(false);
         }
+        // Many callers reporting the same token: one replacement.
+        if driver.invalidated.load(Ordering::Acquire) == token.generation {
+            return Ok(true);
+        }
+        take_replacement(&slot)?;
         driver
             .invalidated
             .store(token.generation, Ordering::Release);
@@ -174,6 +201,27 @@ impl Broker {
         tracing::info!(credential = %slot.credential.name, fingerprint, "token reported rejected; refreshing");
         Ok(true)
     }
+}
+
+/// Takes one of `slot`'s replacements (a token bucket refilled one per
+/// [`REPLACEMENT_INTERVAL`]), or says how long until there is one.
+fn take_replacement(slot: &Slot) -> Result<(), BrokerError> {
+    let mut bucket = slot.replacements.lock().unwrap_or_else(|e| e.into_inner());
+    let now = tokio::time::Instant::now();
+    let (left, counted) = &mut *bucket;
+    let refill = now.duration_since(*counted).as_secs_f64() / REPLACEMENT_INTERVAL.as_secs_f64();
+    *left = (*left + refill).min(REPLACEMENT_BURST);
+    *counted = now;
+    if *left < 1.0 {
+        let wait = REPLACEMENT_INTERVAL.mul_f64(1.0 - *left);
+        return Err(BrokerError::TooSoon {
+            name: Arc::clone(&slot.credential.name),
+            interval: clock::human(REPLACEMENT_INTERVAL),
+            wait: clock::human(wait),
+        });
+    }
+    *left -= 1.0;
+    Ok(())
 }
 
 /// The headers for `req` from `slot` at `now`; `Ok(None)` when a refresh

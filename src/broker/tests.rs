@@ -135,8 +135,23 @@ fn default_deny_and_unknown_names() {
         e.to_string()
             .starts_with("uid 1001 (gid 1001, pid 42) may not use credential `user`")
     );
-    let e = get(&b, &peer(1000, &[]), req("nope", "", &[]), now).unwrap_err();
-    assert!(matches!(e, BrokerError::NotFound { .. }));
+    // To anyone but an admin, an unknown name looks like a denied one:
+    // the socket does not tell which names exist.
+    let unknown = get(&b, &peer(1000, &[]), req("nope", "", &[]), now).unwrap_err();
+    let denied = get(&b, &peer(1001, &[]), req("user", "", &[]), now).unwrap_err();
+    assert!(
+        matches!(unknown, BrokerError::CallerDenied { .. }),
+        "{unknown}"
+    );
+    assert_eq!(
+        unknown
+            .to_string()
+            .replace("nope", "X")
+            .replace("1000", "N"),
+        denied.to_string().replace("user", "X").replace("1001", "N")
+    );
+    let e = get(&b, &peer(0, &[]), req("nope", "", &[]), now).unwrap_err();
+    assert!(matches!(e, BrokerError::NotFound { .. }), "admins learn it");
     assert_eq!(b.list(&peer(1001, &[]), now).len(), 0);
     assert_eq!(b.list(&peer(7, &[50]), now).len(), 1);
     assert_eq!(b.list(&peer(0, &[]), now).len(), 2);

@@ -150,6 +150,7 @@ pub(super) fn code(e: &BrokerError) -> Code {
         | E::NeedsLogin { .. }
         | E::Misconfigured { .. } => Code::FailedPrecondition,
         E::Unavailable { .. } => Code::Unavailable,
+        E::TooSoon { .. } => Code::ResourceExhausted,
         E::Store(_) | E::Internal(_) => Code::Internal,
     }
 }

@@ -11,6 +11,7 @@ pub mod authority;
 mod convert;
 mod hpack;
 mod metrics_layer;
+mod per_uid;
 mod socket;
 mod token_broker;
 
@@ -35,7 +36,14 @@ pub use socket::{BoundSocket, MAX_CONNECTIONS_PER_UID, activated, bind, bind_at}
 
 use admin::AdminService;
 use metrics_layer::GrpcMetrics;
-use token_broker::BrokerService;
+use per_uid::Quota;
+use token_broker::{BrokerService, DeniedAudit};
+
+pub use token_broker::MAX_STREAMS_PER_UID;
+
+/// The largest request message accepted (tonic's default is 4 MiB; ours
+/// are a few hundred bytes).
+pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -117,17 +125,25 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(AdminServer::new(AdminService {
-            broker: Arc::clone(&api.broker),
-            alerts: api.alerts.clone(),
-            reload: api.reload,
-        }))
-        .add_service(TokenBrokerServer::new(BrokerService {
-            broker: api.broker,
-            alerts: api.alerts,
-            clock: api.clock,
-            shutdown: shutdown.clone(),
-        }));
+        .add_service(
+            AdminServer::new(AdminService {
+                broker: Arc::clone(&api.broker),
+                alerts: api.alerts.clone(),
+                reload: api.reload,
+            })
+            .max_decoding_message_size(MAX_REQUEST),
+        )
+        .add_service(
+            TokenBrokerServer::new(BrokerService {
+                broker: api.broker,
+                alerts: api.alerts,
+                clock: api.clock,
+                shutdown: shutdown.clone(),
+                streams: Quota::new("WatchHeaders streams", MAX_STREAMS_PER_UID),
+                denied: DeniedAudit::default(),
+            })
+            .max_decoding_message_size(MAX_REQUEST),
+        );
 
     tracing::info!(socket = %socket.path().display(), "listening");
     let stopping = shutdown.clone();

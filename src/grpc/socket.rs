@@ -3,11 +3,9 @@
 //! passed in by systemd, removed on exit, and accepted with each caller's
 //! peer credentials.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -15,6 +13,7 @@ use tokio::net::UnixListener;
 
 use super::ServerError;
 use super::authority::AuthorityStream;
+use super::per_uid::Quota;
 use crate::config::Daemon;
 use crate::peer::PeerStream;
 
@@ -149,57 +148,6 @@ fn wrap(stream: PeerStream) -> AuthorityStream<PeerStream> {
 /// `LimitNOFILE=` leaves room for many uids at their maximum.
 pub const MAX_CONNECTIONS_PER_UID: usize = 1024;
 
-/// Open connections per uid, and how many each uid had refused.
-#[derive(Debug, Default)]
-struct PerUid {
-    open: HashMap<u32, usize>,
-    refused: HashMap<u32, u64>,
-}
-
-/// A connection's place in its uid's count, given back when dropped.
-struct Place {
-    counts: Arc<Mutex<PerUid>>,
-    uid: u32,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.open.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
-                counts.open.remove(&self.uid);
-                counts.refused.remove(&self.uid);
-            }
-        }
-    }
-}
-
-/// Takes a place for `uid`, or says it holds its maximum. Refusals are
-/// logged at the 1st, 2nd, 4th, 8th… so a flood cannot flood the log.
-fn admit(counts: &Arc<Mutex<PerUid>>, uid: u32) -> Option<Place> {
-    let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
-    let open = c.open.entry(uid).or_default();
-    if *open >= MAX_CONNECTIONS_PER_UID {
-        let refused = c.refused.entry(uid).or_default();
-        *refused += 1;
-        if refused.is_power_of_two() {
-            tracing::warn!(
-                uid,
-                refused = *refused,
-                "uid holds {MAX_CONNECTIONS_PER_UID} connections, the most one uid may; \
-                 closing its new ones"
-            );
-        }
-        return None;
-    }
-    *open += 1;
-    Some(Place {
-        counts: Arc::clone(counts),
-        uid,
-    })
-}
-
 /// Accepted connections with their peer credentials, each behind the
 /// authority layer and counted against its uid's
 /// [`MAX_CONNECTIONS_PER_UID`]. An accept error (out of file descriptors,
@@ -208,15 +156,15 @@ fn admit(counts: &Arc<Mutex<PerUid>>, uid: u32) -> Option<Place> {
 pub(super) fn incoming(
     listener: &UnixListener,
 ) -> impl Stream<Item = io::Result<AuthorityStream<PeerStream>>> + '_ {
-    let counts = Arc::new(Mutex::new(PerUid::default()));
+    let quota = Quota::new("connections", MAX_CONNECTIONS_PER_UID);
     futures_util::stream::unfold(listener, move |listener| {
-        let counts = Arc::clone(&counts);
+        let quota = quota.clone();
         async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => match PeerStream::new(stream) {
                         Ok(s) => {
-                            if let Some(place) = admit(&counts, s.peer().uid) {
+                            if let Some(place) = quota.admit(s.peer().uid) {
                                 return Some((Ok(wrap(s.hold(place))), listener));
                             }
                         }

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, headers_request, min_valid};
+use super::per_uid::Quota;
 use super::{peer, wait_for};
 use crate::alert::Engine;
 use crate::broker::{Broker, BrokerError, HeadersRequest};
@@ -26,6 +27,43 @@ pub(super) struct BrokerService {
     /// Ends open `WatchHeaders` streams when the daemon stops, so draining
     /// does not wait for them.
     pub(super) shutdown: CancellationToken,
+    /// `WatchHeaders` streams open per uid.
+    pub(super) streams: Quota,
+    /// Audit lines about refused calls, per uid.
+    pub(super) denied: DeniedAudit,
+}
+
+/// How many `WatchHeaders` streams one uid may hold open (each holds a task
+/// and a subscription).
+pub const MAX_STREAMS_PER_UID: usize = 256;
+
+/// Bounds on request fields: a credential name, an `act_as` email, the
+/// scopes. Anything larger is refused before it is audited or looked up.
+const MAX_NAME: usize = 256;
+const MAX_ACT_AS: usize = 320;
+const MAX_SCOPES: usize = 32;
+const MAX_SCOPE: usize = 64;
+
+/// Refuses a request whose fields are over their bounds, naming the field.
+fn check_fields(r: &proto::GetHeadersRequest) -> Result<(), Status> {
+    let too_long = |field: &str, limit: usize| {
+        Status::invalid_argument(format!("{field} is over {limit} bytes"))
+    };
+    if r.credential.len() > MAX_NAME {
+        return Err(too_long("credential", MAX_NAME));
+    }
+    if r.act_as.len() > MAX_ACT_AS {
+        return Err(too_long("act_as", MAX_ACT_AS));
+    }
+    if r.required_scopes.len() > MAX_SCOPES {
+        return Err(Status::invalid_argument(format!(
+            "required_scopes has more than {MAX_SCOPES} entries"
+        )));
+    }
+    if r.required_scopes.iter().any(|s| s.len() > MAX_SCOPE) {
+        return Err(too_long("a required scope", MAX_SCOPE));
+    }
+    Ok(())
 }
 
 type HeaderStream = Pin<Box<dyn Stream<Item = Result<proto::GetHeadersResponse, Status>> + Send>>;
@@ -39,9 +77,10 @@ impl TokenBroker for BrokerService {
         let peer = peer(&req)?;
         let wait = wait_for(&req);
         let r = req.into_inner();
+        check_fields(&r)?;
         let request = headers_request(&r, min_valid(r.min_valid)?);
         let grant = self.broker.get_headers(&peer, request, wait).await;
-        audit(&peer, request, grant.as_ref().err());
+        self.denied.audit(&peer, request, grant.as_ref().err());
         Ok(Response::new(convert::headers_response(&grant?)))
     }
 
@@ -54,14 +93,22 @@ impl TokenBroker for BrokerService {
         let peer = peer(&req)?;
         let wait = wait_for(&req);
         let r = req.into_inner();
+        check_fields(&r)?;
         let min_valid = min_valid(r.min_valid)?;
+        let place = self.streams.admit(peer.uid).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "uid {} has {MAX_STREAMS_PER_UID} WatchHeaders streams open, the most one uid \
+                 may; close some first",
+                peer.uid
+            ))
+        })?;
         let broker = Arc::clone(&self.broker);
         let mut rx = broker.watch(&peer, &r.credential)?;
         // The first set, or the error, answers the call itself.
         let first = {
             let request = headers_request(&r, min_valid);
             let grant = broker.get_headers(&peer, request, wait).await;
-            audit(&peer, request, grant.as_ref().err());
+            self.denied.audit(&peer, request, grant.as_ref().err());
             let grant = grant?;
             (
                 convert::headers_response(&grant),
@@ -71,6 +118,8 @@ impl TokenBroker for BrokerService {
         let (tx, out) = tokio::sync::mpsc::channel(4);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            // The uid's place is given back when the stream ends.
+            let _place = place;
             let (first, mut sent) = first;
             if tx.send(Ok(first)).await.is_err() {
                 return;
@@ -119,6 +168,11 @@ impl TokenBroker for BrokerService {
     ) -> Result<Response<proto::InvalidateResponse>, Status> {
         let peer = peer(&req)?;
         let r = req.into_inner();
+        if r.credential.len() > MAX_NAME || r.token_fingerprint.len() > 64 {
+            return Err(Status::invalid_argument(format!(
+                "credential is over {MAX_NAME} bytes or token_fingerprint over 64"
+            )));
+        }
         let refreshing = self
             .broker
             .invalidate(&peer, &r.credential, &r.token_fingerprint)?;
@@ -157,19 +211,123 @@ impl TokenBroker for BrokerService {
     }
 }
 
-/// Records one header fetch on the `audit` log target: who asked and what
-/// for, and the outcome's gRPC code; the token never enters it.
-fn audit(peer: &Peer, r: HeadersRequest<'_>, error: Option<&BrokerError>) {
-    let code = error.map_or(tonic::Code::Ok, convert::code);
-    tracing::info!(
-        target: "audit",
-        credential = r.credential,
-        uid = peer.uid,
-        gid = peer.gid,
-        pid = peer.pid,
-        exe = peer.exe.as_deref().map(|e| e.display()).map(tracing::field::display),
-        act_as = (!r.act_as.is_empty()).then_some(r.act_as),
-        result = ?code,
-        "get_headers"
-    );
+/// Audit lines about refused calls allowed per uid per [`DENIED_WINDOW`];
+/// the rest are counted and the count reported on the next line logged.
+const DENIED_PER_WINDOW: u32 = 20;
+const DENIED_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Rate-limits audit lines about refused calls per uid, so one caller
+/// hammering credentials it may not use cannot flood the log. Successful
+/// fetches are always audited.
+#[derive(Debug, Default)]
+pub(super) struct DeniedAudit {
+    /// Per uid: window start, lines logged in it, lines suppressed since
+    /// the last one logged.
+    uids: std::sync::Mutex<std::collections::HashMap<u32, (std::time::Instant, u32, u64)>>,
+}
+
+impl DeniedAudit {
+    /// Records one header fetch on the `audit` log target: who asked and
+    /// what for, and the outcome's gRPC code; the token never enters it.
+    fn audit(&self, peer: &Peer, r: HeadersRequest<'_>, error: Option<&BrokerError>) {
+        let suppressed = match error {
+            None => 0,
+            Some(_) => match self.admit(peer.uid) {
+                Some(suppressed) => suppressed,
+                None => return,
+            },
+        };
+        let code = error.map_or(tonic::Code::Ok, convert::code);
+        tracing::info!(
+            target: "audit",
+            credential = r.credential,
+            uid = peer.uid,
+            gid = peer.gid,
+            pid = peer.pid,
+            exe = peer.exe.as_deref().map(|e| e.display()).map(tracing::field::display),
+            act_as = (!r.act_as.is_empty()).then_some(r.act_as),
+            result = ?code,
+            suppressed = (suppressed > 0).then_some(suppressed),
+            "get_headers"
+        );
+    }
+
+    /// Whether a refused call of `uid` may be logged now; if so, how many
+    /// were suppressed before it.
+    fn admit(&self, uid: u32) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+        if uids.len() > 4096 {
+            uids.retain(|_, (start, _, suppressed)| {
+                now.duration_since(*start) < DENIED_WINDOW || *suppressed > 0
+            });
+        }
+        let (start, logged, suppressed) = uids.entry(uid).or_insert((now, 0, 0));
+        if now.duration_since(*start) >= DENIED_WINDOW {
+            (*start, *logged) = (now, 0);
+        }
+        if *logged >= DENIED_PER_WINDOW {
+            *suppressed += 1;
+            return None;
+        }
+        *logged += 1;
+        Some(std::mem::take(suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_calls_are_audited_at_a_bounded_rate_with_a_count() {
+        let audit = DeniedAudit::default();
+        for _ in 0..DENIED_PER_WINDOW {
+            assert_eq!(audit.admit(7), Some(0));
+        }
+        for _ in 0..100 {
+            assert_eq!(audit.admit(7), None);
+        }
+        assert_eq!(audit.admit(8), Some(0), "other uids are unaffected");
+        // A new window: the next line carries what was suppressed.
+        audit.uids.lock().unwrap().get_mut(&7).unwrap().0 -= DENIED_WINDOW;
+        assert_eq!(audit.admit(7), Some(100));
+        assert_eq!(audit.admit(7), Some(0));
+    }
+
+    #[test]
+    fn oversize_fields_are_refused_naming_the_field() {
+        let ok = proto::GetHeadersRequest {
+            credential: "c".into(),
+            ..Default::default()
+        };
+        assert!(check_fields(&ok).is_ok());
+        for (req, field) in [
+            (
+                proto::GetHeadersRequest {
+                    credential: "x".repeat(MAX_NAME + 1),
+                    ..Default::default()
+                },
+                "credential is over 256 bytes",
+            ),
+            (
+                proto::GetHeadersRequest {
+                    act_as: "x".repeat(MAX_ACT_AS + 1),
+                    ..ok.clone()
+                },
+                "act_as is over 320 bytes",
+            ),
+            (
+                proto::GetHeadersRequest {
+                    required_scopes: vec!["S".into(); MAX_SCOPES + 1],
+                    ..ok
+                },
+                "required_scopes has more than 32",
+            ),
+        ] {
+            let e = check_fields(&req).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().contains(field), "{}", e.message());
+        }
+    }
 }
