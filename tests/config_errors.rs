@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Workdir, assert_no_secret, set_mode, write_secret};
+use common::{CANARY, Workdir, assert_no_secret, set_mode, write_secret};
 
 const GOOD: &str = r#"
 [[credential]]
@@ -41,6 +41,13 @@ fn check(path: &Path, env: &[(&str, Option<&str>)]) -> Output {
         };
     }
     cmd.output().expect("run tokend")
+}
+
+/// `tokend --check` on `config` (after the usual `[daemon]` table with
+/// `daemon_extra`), outside systemd.
+fn check_config(work: &Workdir, daemon_extra: &str, config: &str) -> Output {
+    let path = work.write_config(daemon_extra, config);
+    check(&path, &[("CREDENTIALS_DIRECTORY", None)])
 }
 
 /// Asserts startup failed with EX_CONFIG and a message holding each fragment.
@@ -189,7 +196,7 @@ fn unknown_field() {
     assert_refused(
         &work,
         &out,
-        &["unknown variant `path`, expected one of `file`, `env`, `credential`"],
+        &[":13:10: credential.search.secret: not a secret source; use { file = \"…\" }"],
     );
 }
 
@@ -259,4 +266,169 @@ fn systemd_credentials_are_read_from_the_credentials_directory() {
     let out = check(&path, &[("CREDENTIALS_DIRECTORY", None)]);
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs $CREDENTIALS_DIRECTORY"));
+}
+
+/// `secret = "<the token>"` used to be answered with serde's ``unknown
+/// variant `<the token>`, expected one of `file`, …``: the secret on stderr,
+/// in `--check`, `tokenctl reload` and the `config/reload` alert.
+#[test]
+fn a_secret_written_inline_is_not_echoed() {
+    let work = Workdir::new();
+    let inline = format!("secret = \"{CANARY}\"");
+    let out = start_with(
+        &work,
+        &GOOD.replace("secret = { file = \"secret\" }", &inline),
+    );
+    assert_refused(
+        &work,
+        &out,
+        &[
+            ":13:10: credential.search.secret: secrets are never written inline; use \
+             { file = \"…\" }, { credential = \"…\" } (systemd LoadCredential=), \
+             { env = \"…\" } or { store = true }",
+        ],
+    );
+    let oauth = format!(
+        "[[credential]]\nname = \"sso\"\nkind = \"oauth_client_credentials\"\n\
+         token_endpoint = \"https://as.example/token\"\nclient_id = \"tokend\"\n\
+         client_secret = [\"{CANARY}\"]\n"
+    );
+    let out = check_config(&work, "", &oauth);
+    assert_refused(
+        &work,
+        &out,
+        &[
+            ":11:17: credential.sso.client_secret: an array is not a secret source",
+            "use { file = \"…\" }, { credential = \"…\" }",
+        ],
+    );
+}
+
+const WEBHOOK: &str = "\n[alerts]\n[[alerts.sink]]\nname = \"chat\"\ntype = \"webhook\"\n";
+
+#[test]
+fn a_webhook_url_that_is_not_http_is_refused() {
+    let work = Workdir::new();
+    let out = check_config(
+        &work,
+        "",
+        &format!("{GOOD}{WEBHOOK}url = \"ftp://files.example/hooks/x\"\n"),
+    );
+    assert_refused(
+        &work,
+        &out,
+        &[":20:7: alerts.sink.chat.url: `ftp://files.example` is not an http(s) URL; write e.g."],
+    );
+}
+
+#[test]
+fn a_pagerduty_url_that_is_not_a_url_is_refused() {
+    let work = Workdir::new();
+    let pagerduty = "\n[alerts]\n[[alerts.sink]]\nname = \"oncall\"\ntype = \"pagerduty\"\n\
+                     routing_key = { file = \"secret\" }\nurl = \"events.pagerduty.com/v2\"\n";
+    let out = check_config(&work, "", &format!("{GOOD}{pagerduty}"));
+    assert_refused(
+        &work,
+        &out,
+        &[
+            ":21:7: alerts.sink.oncall.url: not a URL (relative URL without a base); write e.g. \
+             \"https://events.pagerduty.com/v2/enqueue\"",
+        ],
+    );
+}
+
+#[test]
+fn header_names_that_are_not_http_header_names_are_refused() {
+    let work = Workdir::new();
+    let oauth = "[[credential]]\nname = \"sso\"\nkind = \"oauth_client_credentials\"\n\
+                 token_endpoint = \"https://as.example/token\"\nclient_id = \"tokend\"\n\
+                 client_secret = { file = \"secret\" }\n\
+                 extra_headers = { \"X-Glean-Auth-Type\" = \"OAUTH\", \"X Team\" = \"sre\" }\n";
+    let webhook = format!(
+        "{WEBHOOK}url = \"https://hooks.example/x\"\nheaders = {{ \"X-Team:\" = \"sre\" }}\n"
+    );
+    let out = check_config(&work, "", &format!("{oauth}{webhook}"));
+    assert_refused(
+        &work,
+        &out,
+        &[
+            ":12:50: credential.sso.extra_headers: a header name is not a valid HTTP header name",
+            ":19:13: alerts.sink.chat.headers: a header name is not a valid HTTP header name",
+            "write e.g. \"X-Team\" = \"sre\"",
+        ],
+    );
+}
+
+/// The client secret and refresh tokens go to the token endpoint: plain
+/// http is for this machine only.
+#[test]
+fn cleartext_token_endpoints_and_issuers_are_refused() {
+    let work = Workdir::new();
+    let oauth = |field: &str, url: &str| {
+        format!(
+            "[[credential]]\nname = \"sso\"\nkind = \"oauth_refresh\"\n{field} = \"{url}\"\n\
+             client_id = \"tokend\"\nauth_method = \"none\"\n"
+        )
+    };
+    for field in ["issuer", "token_endpoint"] {
+        let out = check_config(&work, "", &oauth(field, "http://as.example/oauth?x=1"));
+        assert_refused(
+            &work,
+            &out,
+            &[&format!(
+                ":9:{}: credential.sso.{field}: `http://as.example` uses plain http, which would \
+                 carry secrets in cleartext; use https://",
+                field.len() + 4
+            )],
+        );
+        for ok in [
+            "https://as.example",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+        ] {
+            let out = check_config(&work, "", &oauth(field, ok));
+            assert!(
+                out.status.success(),
+                "{ok}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_zero_http_timeout_is_refused() {
+    let work = Workdir::new();
+    let out = check_config(&work, "http_timeout = \"0s\"", GOOD);
+    assert_refused(
+        &work,
+        &out,
+        &[
+            ":4:16: daemon.http_timeout: must be longer than 0s: a zero timeout fails every \
+             request to a token endpoint; write e.g. \"10s\"",
+        ],
+    );
+}
+
+/// Every problem's line used to be found by scanning the file from its
+/// start: 20 000 bad credentials took 33 s to report.
+#[test]
+fn twenty_thousand_bad_credentials_are_all_reported() {
+    let work = Workdir::new();
+    let bad: String = (0..20_000)
+        .map(|i| format!("[[credential]]\nname = \"c{i}\"\nkind = \"glean_tokn\"\n"))
+        .collect();
+    let out = check_config(&work, "", &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    let reported = err
+        .lines()
+        .filter(|l| l.contains(": unknown kind `glean_tokn`"))
+        .count();
+    assert_eq!(reported, 20_000);
+    assert!(
+        err.contains(":60005:8: credential.c19999.kind: unknown kind"),
+        "{}",
+        err.lines().last().unwrap_or_default()
+    );
 }

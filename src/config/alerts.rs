@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde_spanned::Spanned;
 
-use super::context::Context;
+use super::context::{Cleartext, Context, SOURCES};
 use super::raw::{RawAlerts, RawSink};
 use crate::alert;
+
+/// Where PagerDuty's Events API v2 takes events unless `url` says otherwise.
+const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// Builds the dotted field path of a sink's field.
 type Field<'a> = &'a dyn Fn(&str) -> String;
@@ -19,32 +23,46 @@ impl Context<'_> {
             Some(list) => {
                 let mut t: Vec<Duration> = list
                     .iter()
-                    .filter_map(|d| self.duration(d, "alerts.thresholds"))
+                    .filter_map(|d| {
+                        self.nonzero_duration(
+                            d,
+                            "alerts.thresholds",
+                            "a threshold of 0s is never reached before `expired` is; remove it \
+                             or write e.g. \"1h\"",
+                        )
+                    })
                     .collect();
                 t.sort_unstable_by(|a, b| b.cmp(a));
                 t
             }
         };
-        let mut duration = |d: &Option<Spanned<String>>, field: &str, default: Duration| {
+        let mut repeat = |d: &Option<Spanned<String>>, field: &str, default: Duration| {
             d.as_ref()
-                .and_then(|d| self.duration(d, field))
+                .and_then(|d| {
+                    self.nonzero_duration(
+                        d,
+                        field,
+                        "an alert would be sent again at every sweep; write e.g. \"1h\"",
+                    )
+                })
                 .unwrap_or(default)
         };
-        let repeat_expiring = duration(
+        let repeat_expiring = repeat(
             &raw.repeat_expiring,
             "alerts.repeat_expiring",
             Duration::from_secs(86_400),
         );
-        let repeat_failing = duration(
+        let repeat_failing = repeat(
             &raw.repeat_failing,
             "alerts.repeat_failing",
             Duration::from_secs(3600),
         );
-        let failing_after = duration(
-            &raw.refresh_failing_after,
-            "alerts.refresh_failing_after",
-            Duration::from_secs(900),
-        );
+        // Zero is meaningful here: alert as soon as refreshing fails.
+        let failing_after = raw
+            .refresh_failing_after
+            .as_ref()
+            .and_then(|d| self.duration(d, "alerts.refresh_failing_after"))
+            .unwrap_or(Duration::from_secs(900));
         let sweep = self
             .cron(&raw.sweep, "alerts.sweep")
             .unwrap_or_else(|| "0 * * * * *".into());
@@ -139,13 +157,24 @@ impl Context<'_> {
             "webhook" => self.webhook(&raw, &field),
             "pagerduty" => {
                 let routing_key = self
-                    .secret(raw.routing_key.as_ref(), at, &field("routing_key"))
+                    .secret(raw.routing_key.as_ref(), at, &field("routing_key"), SOURCES)
                     .map(|(_, s)| s);
-                let url = raw.url.as_ref().map_or_else(
-                    || "https://events.pagerduty.com/v2/enqueue".to_owned(),
-                    |u| u.get_ref().clone(),
-                );
-                routing_key.map(|routing_key| alert::SinkKind::PagerDuty { url, routing_key })
+                // The routing key travels in the body.
+                let url = match &raw.url {
+                    None => Some(PAGERDUTY_URL.to_owned()),
+                    Some(u) => self
+                        .http_url(
+                            u.get_ref(),
+                            u.span(),
+                            &field("url"),
+                            Cleartext::LoopbackOnly,
+                            false,
+                            PAGERDUTY_URL,
+                        )
+                        .map(|_| u.get_ref().clone()),
+                };
+                let (url, routing_key) = (url?, routing_key?);
+                Some(alert::SinkKind::PagerDuty { url, routing_key })
             }
             "exec" => self.exec_sink(&raw, &field),
             other => {
@@ -170,11 +199,32 @@ impl Context<'_> {
     }
 
     fn webhook(&mut self, raw: &RawSink, field: Field<'_>) -> Option<alert::SinkKind> {
+        let example = "https://alerts.example/hook";
         let url = match (&raw.url, &raw.url_secret) {
-            (Some(u), None) => Some(secrecy::SecretString::from(u.get_ref().as_str())),
-            (None, s @ Some(_)) => self
-                .secret(s.as_ref(), raw.kind.span(), &field("url_secret"))
-                .map(|(_, s)| s),
+            (Some(u), None) => self
+                .http_url(
+                    u.get_ref(),
+                    u.span(),
+                    &field("url"),
+                    Cleartext::Allowed,
+                    false,
+                    example,
+                )
+                .map(|_| secrecy::SecretString::from(u.get_ref().as_str())),
+            // A URL kept secret is one that must not travel in cleartext.
+            (None, Some(s)) => self
+                .secret(Some(s), raw.kind.span(), &field("url_secret"), SOURCES)
+                .and_then(|(_, url)| {
+                    self.http_url(
+                        url.expose_secret(),
+                        s.span(),
+                        &field("url_secret"),
+                        Cleartext::LoopbackOnly,
+                        true,
+                        example,
+                    )?;
+                    Some(url)
+                }),
             _ => {
                 self.problem(
                     raw.kind.span(),
@@ -198,15 +248,15 @@ impl Context<'_> {
                 false
             }
         };
+        let headers = raw
+            .headers
+            .as_ref()
+            .map(|h| self.headers(h, &field("headers"), &[]))
+            .unwrap_or_default();
         url.map(|url| alert::SinkKind::Webhook {
             url,
             slack,
-            headers: raw
-                .headers
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
+            headers,
         })
     }
 
@@ -228,7 +278,13 @@ impl Context<'_> {
         let timeout = raw
             .timeout
             .as_ref()
-            .and_then(|t| self.duration(t, &field("timeout")))
+            .and_then(|t| {
+                self.nonzero_duration(
+                    t,
+                    &field("timeout"),
+                    "the command would be stopped as it starts; write e.g. \"10s\" (the default)",
+                )
+            })
             .unwrap_or(Duration::from_secs(10));
         (!command.is_empty()).then_some(alert::SinkKind::Exec { command, timeout })
     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_spanned::Spanned;
 
-use super::context::Context;
-use super::raw::{RawCredential, RawSecret};
+use super::context::{Cleartext, Context, SOURCES, SOURCES_OR_STORE};
+use super::raw::{RawCredential, RawHeaders, RawSecret};
 use super::{DEFAULT_LIFETIME, DEFAULT_MIN_VALID, DEFAULT_REDIRECT_URI, DEFAULT_REFRESH_FRACTION};
 use crate::credential::{
     Credential, CredentialKind, GleanSecret, GleanToken, Kind, OAuthCredential, OAuthGrant,
@@ -116,11 +116,13 @@ impl Context<'_> {
             None
         });
         self.act_as_rules(raw, permission, field);
+        // `tokenctl check` sends the token there.
         let instance = self
             .url(
                 &raw.instance,
                 &field("instance"),
-                "an http(s) URL; write the backend's address, e.g. \"https://acme-be.glean.com\"",
+                Cleartext::LoopbackOnly,
+                "https://acme-be.glean.com",
             )
             .map(|u| u.trim_end_matches('/').to_owned());
         let secret = self.glean_secret(raw, field);
@@ -233,20 +235,28 @@ impl Context<'_> {
                 None
             }
             _ => self
-                .secret(raw.secret.as_ref(), raw.kind.span(), &field("secret"))
+                .secret(
+                    raw.secret.as_ref(),
+                    raw.kind.span(),
+                    &field("secret"),
+                    SOURCES_OR_STORE,
+                )
                 .map(|(source, secret)| GleanSecret::Configured { source, secret }),
         }
     }
 
-    /// An http(s) URL, or a problem saying it should be `what`.
-    fn url(&mut self, v: &Option<Spanned<String>>, field: &str, what: &str) -> Option<String> {
+    /// An http(s) URL as written, or a problem that quotes no more of it
+    /// than its scheme and host.
+    fn url(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        field: &str,
+        cleartext: Cleartext,
+        example: &str,
+    ) -> Option<String> {
         let u = v.as_ref()?;
-        let ok = matches!(u.get_ref().split_once("://"), Some(("https" | "http", _)))
-            && reqwest::Url::parse(u.get_ref()).is_ok();
-        if !ok {
-            self.problem(u.span(), field, format!("`{}` is not {what}", u.get_ref()));
-        }
-        ok.then(|| u.get_ref().clone())
+        self.http_url(u.get_ref(), u.span(), field, cleartext, false, example)
+            .map(|_| u.get_ref().clone())
     }
 
     fn oauth(
@@ -273,11 +283,28 @@ impl Context<'_> {
             allowed.extend(["redirect_uri", "refresh_token_lifetime"]);
         }
         self.only_fields(raw, raw.kind.get_ref(), &allowed, field);
-        let http = "an http(s) URL";
-        let issuer = self.url(&raw.issuer, &field("issuer"), http);
-        let token_endpoint = self.url(&raw.token_endpoint, &field("token_endpoint"), http);
+        // The client secret and refresh tokens travel to the token endpoint
+        // (the issuer's, when discovered).
+        let issuer = self.url(
+            &raw.issuer,
+            &field("issuer"),
+            Cleartext::LoopbackOnly,
+            "https://acme-be.glean.com",
+        );
+        let token_endpoint = self.url(
+            &raw.token_endpoint,
+            &field("token_endpoint"),
+            Cleartext::LoopbackOnly,
+            "https://auth.example/oauth/token",
+        );
+        // tokenctl's own listener, plain http on this host.
         let redirect_uri = self
-            .url(&raw.redirect_uri, &field("redirect_uri"), http)
+            .url(
+                &raw.redirect_uri,
+                &field("redirect_uri"),
+                Cleartext::Allowed,
+                DEFAULT_REDIRECT_URI,
+            )
             .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned());
         if raw.issuer.is_none() && raw.token_endpoint.is_none() {
             self.problem(
@@ -288,10 +315,14 @@ impl Context<'_> {
         }
         let client = self.oauth_client(raw, field);
         let extra_headers = self.extra_headers(raw.extra_headers.as_ref(), field);
-        let refresh_token_lifetime = raw
-            .refresh_token_lifetime
-            .as_ref()
-            .and_then(|d| self.duration(d, &field("refresh_token_lifetime")));
+        let refresh_token_lifetime = raw.refresh_token_lifetime.as_ref().and_then(|d| {
+            self.nonzero_duration(
+                d,
+                &field("refresh_token_lifetime"),
+                "a login that ends at once would always be expiring; write the source's \
+                 policy, e.g. \"90d\", or remove it",
+            )
+        });
         let schedule = self.schedule(raw, field);
         Some(OAuthCredential {
             grant,
@@ -343,7 +374,7 @@ impl Context<'_> {
                 None
             }
             (_, s) => self
-                .secret(s.as_ref(), at, &field("client_secret"))
+                .secret(s.as_ref(), at, &field("client_secret"), SOURCES)
                 .map(|(_, secret)| secret),
         };
         let scopes = raw
@@ -380,36 +411,32 @@ impl Context<'_> {
 
     fn extra_headers(
         &mut self,
-        raw: Option<&Spanned<BTreeMap<String, String>>>,
+        raw: Option<&Spanned<RawHeaders>>,
         field: Field<'_>,
     ) -> Vec<(String, String)> {
         let Some(m) = raw else { return Vec::new() };
-        let mut headers = Vec::new();
-        for (k, v) in m.get_ref() {
-            let name_ok = reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok()
-                && !k.eq_ignore_ascii_case("authorization");
-            let value_ok = reqwest::header::HeaderValue::from_str(v).is_ok();
-            if name_ok && value_ok {
-                headers.push((k.clone(), v.clone()));
-            } else {
-                let message = format!(
-                    "`{k}` is not a header tokend can send (a token-like name, not \
-                     Authorization, with a printable value)"
-                );
-                self.problem(m.span(), &field("extra_headers"), message);
-            }
-        }
-        headers
+        self.headers(m.get_ref(), &field("extra_headers"), &["authorization"])
     }
 
     /// When to renew: `refresh_before`, `refresh_fraction`, `default_lifetime`.
     fn schedule(&mut self, raw: &RawCredential, field: Field<'_>) -> Schedule {
-        let mut duration = |d: &Option<Spanned<String>>, name: &str| {
-            d.as_ref().and_then(|d| self.duration(d, &field(name)))
-        };
-        let refresh_before = duration(&raw.refresh_before, "refresh_before").unwrap_or_default();
-        let default_lifetime =
-            duration(&raw.default_lifetime, "default_lifetime").unwrap_or(DEFAULT_LIFETIME);
+        let refresh_before = raw
+            .refresh_before
+            .as_ref()
+            .and_then(|d| self.duration(d, &field("refresh_before")))
+            .unwrap_or_default();
+        let default_lifetime = raw
+            .default_lifetime
+            .as_ref()
+            .and_then(|d| {
+                self.nonzero_duration(
+                    d,
+                    &field("default_lifetime"),
+                    "a token that lives no time would be renewed without pause; write e.g. \
+                     \"1h\" (the default)",
+                )
+            })
+            .unwrap_or(DEFAULT_LIFETIME);
         let refresh_fraction = match &raw.refresh_fraction {
             None => DEFAULT_REFRESH_FRACTION,
             Some(f) if (0.0..1.0).contains(f.get_ref()) => *f.get_ref(),

@@ -135,17 +135,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validates `text` as the content of the config file `path`; relative secret
 /// paths are resolved against `path`'s directory.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let mut cx = Context {
-        file: path,
-        text,
-        problems: Vec::new(),
-        secret_files: Vec::new(),
-    };
+    let mut cx = Context::new(path, text);
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            cx.problem(span, "", e.message().trim_end().to_owned());
+            cx.problem(span, "", without_values(e.message().trim_end()));
             return Err(cx.into_error());
         }
     };
@@ -162,8 +157,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             Some(path) => Listen::Unix(path.into()),
             None => Listen::Tcp(l.into_inner()),
         });
-    // Byte offsets, turned into line numbers only for an error: computing a
-    // line scans the text, which for every credential would be quadratic.
+    // Byte offsets, turned into line numbers only for an error.
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut credentials = Vec::with_capacity(raw.credential.len());
     for c in raw.credential {
@@ -194,6 +188,52 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         })
     } else {
         Err(cx.into_error())
+    }
+}
+
+/// serde's message without the values it quotes: `invalid type: string
+/// "…", expected a boolean` becomes `invalid type: string, expected a
+/// boolean`. A value in the wrong place may be a secret written where it
+/// does not belong, and config errors reach logs, `tokenctl reload` and
+/// every alert sink. Field names (`unknown field `ownr``) are kept.
+fn without_values(message: &str) -> String {
+    // What precedes each quoted value in serde's messages, and the quote.
+    const QUOTED: [(&str, char); 6] = [
+        ("string ", '"'),
+        ("integer ", '`'),
+        ("floating point ", '`'),
+        ("boolean ", '`'),
+        ("character ", '`'),
+        ("unknown variant ", '`'),
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let next = QUOTED
+            .iter()
+            .filter_map(|&(word, quote)| {
+                let at = rest.find(&format!("{word}{quote}"))?;
+                Some((at, word, quote))
+            })
+            .min_by_key(|&(at, ..)| at);
+        let Some((at, word, quote)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        out.push_str(word.trim_end());
+        let value = &rest[at + word.len() + 1..];
+        // A string is quoted as Rust's Debug writes it, with `\"` inside.
+        let mut escaped = false;
+        let end = value.char_indices().find(|&(_, c)| {
+            let closes = c == quote && !escaped;
+            escaped = quote == '"' && c == '\\' && !escaped;
+            closes
+        });
+        match end {
+            Some((i, c)) => rest = &value[i + c.len_utf8()..],
+            None => return out,
+        }
     }
 }
 

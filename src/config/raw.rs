@@ -44,6 +44,10 @@ pub(super) struct RawAlerts {
     pub(super) sink: Vec<RawSink>,
 }
 
+/// Header names and values, each with its position, so that a bad one is
+/// pointed at rather than quoted.
+pub(super) type RawHeaders = BTreeMap<Spanned<String>, Spanned<String>>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSink {
@@ -56,7 +60,7 @@ pub(super) struct RawSink {
     pub(super) url: Option<Spanned<String>>,
     pub(super) url_secret: Option<Spanned<RawSecret>>,
     pub(super) format: Option<Spanned<String>>,
-    pub(super) headers: Option<BTreeMap<String, String>>,
+    pub(super) headers: Option<RawHeaders>,
     pub(super) routing_key: Option<Spanned<RawSecret>>,
     pub(super) command: Option<Spanned<Vec<String>>>,
     pub(super) timeout: Option<Spanned<String>>,
@@ -103,7 +107,7 @@ pub(super) struct RawCredential {
     pub(super) client_secret: Option<Spanned<RawSecret>>,
     pub(super) auth_method: Option<Spanned<String>>,
     pub(super) extra_params: Option<Spanned<BTreeMap<String, String>>>,
-    pub(super) extra_headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub(super) extra_headers: Option<Spanned<RawHeaders>>,
     pub(super) refresh_token_lifetime: Option<Spanned<String>>,
     pub(super) serve_stale: Option<Spanned<bool>>,
     pub(super) refresh_before: Option<Spanned<String>>,
@@ -171,13 +175,199 @@ impl RawCredential {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+/// `secret = { file | env | credential | store = … }`. Read by hand so that
+/// nothing written in its place (most often the secret itself, inline) ever
+/// reaches an error message: serde's own messages quote the value they
+/// refused. A wrong shape becomes [`RawSecret::Invalid`], reported during
+/// validation with the field's full name and without its content.
 pub(super) enum RawSecret {
     File(PathBuf),
     Env(String),
     Credential(String),
     Store(bool),
+    Invalid(BadSecret),
+}
+
+/// What is wrong with a secret source, never what was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BadSecret {
+    /// A string, number, boolean, date or array where a source table
+    /// belongs: `what` is "a string", "an array", …
+    Inline { what: &'static str },
+    /// A table with no keys, or with a key that is no source.
+    NoSource,
+    /// A table naming more than one source.
+    SeveralSources,
+    /// A source whose value has the wrong type, e.g. `{ file = 1 }`.
+    WrongType {
+        source: &'static str,
+        expected: &'static str,
+    },
+}
+
+/// The source keys, as they are written.
+const SOURCE_KEYS: [&str; 4] = ["file", "env", "credential", "store"];
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecretVisitor)
+    }
+}
+
+struct SecretVisitor;
+
+impl SecretVisitor {
+    fn inline<E>(what: &'static str) -> Result<RawSecret, E> {
+        Ok(RawSecret::Invalid(BadSecret::Inline { what }))
+    }
+}
+
+impl<'de> Visitor<'de> for SecretVisitor {
+    type Value = RawSecret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a secret source table")
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<RawSecret, E> {
+        Self::inline("a string")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawSecret, E> {
+        Self::inline("a boolean")
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawSecret, E> {
+        Self::inline("a number")
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawSecret, E> {
+        Self::inline("a number")
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<RawSecret, E> {
+        Self::inline("a number")
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<RawSecret, E> {
+        Self::inline("a number")
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawSecret, E> {
+        Self::inline("a number")
+    }
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<RawSecret, E> {
+        Self::inline("a string")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawSecret, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Self::inline("an array")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSecret, A::Error> {
+        let mut found = None;
+        let mut bad = None;
+        let mut keys = 0;
+        while let Some(key) = map.next_key::<Shape>()? {
+            keys += 1;
+            let value = map.next_value::<Shape>()?;
+            let source = match &key {
+                Shape::Str(k) => SOURCE_KEYS.iter().find(|s| *s == k).copied(),
+                _ => None,
+            };
+            let Some(source) = source else {
+                bad.get_or_insert(if is_date_key(&key) {
+                    BadSecret::Inline { what: "a date" }
+                } else {
+                    BadSecret::NoSource
+                });
+                continue;
+            };
+            found = Some(match (source, value) {
+                ("file", Shape::Str(v)) => RawSecret::File(v.into()),
+                ("env", Shape::Str(v)) => RawSecret::Env(v),
+                ("credential", Shape::Str(v)) => RawSecret::Credential(v),
+                ("store", Shape::Bool(b)) => RawSecret::Store(b),
+                (source, _) => RawSecret::Invalid(BadSecret::WrongType {
+                    source,
+                    expected: match source {
+                        "file" => "a path string",
+                        "store" => "true",
+                        _ => "a name string",
+                    },
+                }),
+            });
+        }
+        Ok(match (bad, found) {
+            (Some(b @ BadSecret::Inline { .. }), _) => RawSecret::Invalid(b),
+            _ if keys > 1 => RawSecret::Invalid(BadSecret::SeveralSources),
+            (Some(b), _) => RawSecret::Invalid(b),
+            (None, Some(found)) => found,
+            (None, None) => RawSecret::Invalid(BadSecret::NoSource),
+        })
+    }
+}
+
+/// The toml crate hands a date to a visitor as a table with one private key.
+fn is_date_key(key: &Shape) -> bool {
+    matches!(key, Shape::Str(k) if k.starts_with("$__toml_private"))
+}
+
+/// A value inside a secret source, kept only when it is a string or a
+/// boolean; anything else is known by its type alone, so no error about it
+/// can quote it.
+enum Shape {
+    Str(String),
+    Bool(bool),
+    Date,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Shape, E> {
+                Ok(Shape::Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Shape, E> {
+                Ok(Shape::Str(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Shape, E> {
+                Ok(Shape::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Shape::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+                let mut date = false;
+                while let Some(k) = map.next_key::<Shape>()? {
+                    date |= is_date_key(&k);
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+                Ok(if date { Shape::Date } else { Shape::Other })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
