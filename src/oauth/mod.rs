@@ -580,6 +580,55 @@ pub struct Metadata {
     pub token_endpoint_auth_methods_supported: Vec<String>,
 }
 
+/// Refuses metadata that does not belong to `issuer` (RFC 8414 §3.3: the
+/// document's `issuer` must be the one asked about, or anyone who can
+/// answer there can redirect logins and token requests), or whose endpoints
+/// would carry secrets in cleartext or are not web addresses at all (the
+/// authorization endpoint is handed to a browser opener).
+pub fn check_metadata(metadata: Metadata, issuer: &str) -> Result<Metadata, TokenError> {
+    let refuse = |description: String| TokenError::Permanent {
+        code: "invalid_metadata".into(),
+        description: Some(description),
+    };
+    if let Some(claimed) = &metadata.issuer
+        && claimed.trim_end_matches('/') != issuer.trim_end_matches('/')
+    {
+        return Err(refuse(format!(
+            "the discovery document at {} names another issuer ({}); check `issuer`",
+            sanitise(issuer),
+            sanitise(claimed)
+        )));
+    }
+    let endpoints = [
+        ("token_endpoint", Some(&metadata.token_endpoint)),
+        (
+            "authorization_endpoint",
+            metadata.authorization_endpoint.as_ref(),
+        ),
+        ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
+    ];
+    for (name, endpoint) in endpoints {
+        let Some(endpoint) = endpoint else { continue };
+        let ok = reqwest::Url::parse(endpoint).is_ok_and(|u| match u.scheme() {
+            "https" => u.host_str().is_some(),
+            "http" => u.host_str().is_some_and(|h| {
+                h == "localhost"
+                    || h.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }),
+            _ => false,
+        });
+        if !ok {
+            return Err(refuse(format!(
+                "the issuer's {name} is not an https URL (plain http only on loopback)"
+            )));
+        }
+    }
+    Ok(metadata)
+}
+
 /// Fetches `issuer`'s metadata from RFC 8414's well-known path, falling back
 /// to OpenID Connect's.
 pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, TokenError> {
@@ -595,11 +644,19 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, 
         {
             Ok(r) if r.status().is_success() => {
                 let body = read_body(r, &url, None).await?;
-                return serde_json::from_slice(&body).map_err(|e| TokenError::Transient {
-                    reason: format!("{url} is not an authorization server metadata document: {e}"),
-                    retry_after: None,
-                    answered: true,
-                });
+                let metadata: Metadata =
+                    serde_json::from_slice(&body).map_err(|e| TokenError::Transient {
+                        reason: format!(
+                            "{url} is not an authorization server metadata document ({}, line \
+                             {} column {})",
+                            json_error_kind(&e),
+                            e.line(),
+                            e.column()
+                        ),
+                        retry_after: None,
+                        answered: true,
+                    })?;
+                return check_metadata(metadata, issuer);
             }
             Ok(r) => last = Some(format!("{url} answered {}", r.status())),
             Err(e) => {

@@ -167,3 +167,67 @@ fn basic_auth_parts_are_form_encoded() {
     assert_eq!(form_urlencode("a b:c/d"), "a+b%3Ac%2Fd");
     assert_eq!(fingerprint("abc").len(), 16);
 }
+
+/// Discovery metadata for another issuer, or with endpoints off https,
+/// used to be taken as it came (and the authorization endpoint handed to
+/// the browser opener).
+#[test]
+fn discovery_metadata_must_belong_to_the_issuer_and_use_https() {
+    let doc = |issuer: &str, token: &str, auth: &str| Metadata {
+        issuer: Some(issuer.into()),
+        token_endpoint: token.into(),
+        authorization_endpoint: Some(auth.into()),
+        revocation_endpoint: None,
+        code_challenge_methods_supported: vec![],
+        token_endpoint_auth_methods_supported: vec![],
+    };
+    let issuer = "https://as.example/";
+    assert!(
+        check_metadata(
+            doc(
+                "https://as.example",
+                "https://as.example/t",
+                "https://as.example/a"
+            ),
+            issuer
+        )
+        .is_ok()
+    );
+    assert!(
+        check_metadata(
+            doc(
+                "http://127.0.0.1:9",
+                "http://127.0.0.1:9/t",
+                "http://[::1]:9/a"
+            ),
+            "http://127.0.0.1:9"
+        )
+        .is_ok()
+    );
+    for (m, what) in [
+        (
+            doc(
+                "https://evil.example",
+                "https://as.example/t",
+                "https://as.example/a",
+            ),
+            "another issuer",
+        ),
+        (
+            doc(issuer, "http://as.example/t", "https://as.example/a"),
+            "token_endpoint",
+        ),
+        (
+            doc(issuer, "https://as.example/t", "file:///etc/passwd"),
+            "authorization_endpoint",
+        ),
+        (
+            doc(issuer, "https://as.example/t", "javascript:alert(1)"),
+            "authorization_endpoint",
+        ),
+    ] {
+        let e = check_metadata(m, issuer).unwrap_err();
+        assert!(matches!(e, TokenError::Permanent { .. }), "{e:?}");
+        assert!(e.to_string().contains(what), "{e}");
+    }
+}
