@@ -26,7 +26,8 @@
 //! - [`credential`]: what is held per credential and who may use it.
 //! - Leaves: [`glean`] (Glean's token rules), [`oauth`] (token endpoints),
 //!   [`store`] (the encrypted store), [`secret`] (secret sources), [`peer`]
-//!   (the caller's identity), [`clock`] (injectable time), [`systemd`].
+//!   (the caller's identity), [`clock`] (injectable time), [`systemd`],
+//!   [`http_head`] (bounded HTTP/1 request heads from strangers).
 //! - [`login`], [`check`]: the person's side of `tokenctl login` and
 //!   `tokenctl check`, over the typed client.
 //! - [`proto`]: the generated API, from the `tokend-client` crate
@@ -44,6 +45,7 @@ pub mod credential;
 pub mod daemon;
 pub mod glean;
 pub mod grpc;
+pub mod http_head;
 pub mod login;
 pub mod metrics;
 pub mod oauth;

@@ -7,6 +7,7 @@
 //! which holds the client secret: the code and verifier are useless without
 //! it, and the refresh token never passes through this process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -14,7 +15,7 @@ use reqwest::Url;
 use secrecy::SecretString;
 use sha2::Digest as _;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// Why a login ended without a code.
@@ -194,92 +195,160 @@ pub fn parse_pasted(
     parse_callback(&url, redirect_uri, state)
 }
 
-/// A listener on the loopback redirect URI, bound before the person is sent
-/// to the browser so that a busy port fails the login up front and no
-/// redirect can arrive before anyone listens.
+/// Listeners on the loopback redirect URI (for `localhost`, on both
+/// 127.0.0.1 and ::1, since the browser may resolve it either way), bound
+/// before the person is sent to the browser so that a busy port fails the
+/// login up front and no redirect can arrive before anyone listens.
 #[derive(Debug)]
 pub struct CallbackListener {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     redirect_uri: Url,
 }
+
+/// Connections served at once while waiting for the callback; more are
+/// closed. Any local user can connect, so one idle connection must not hold
+/// up the real callback, and a crowd must not exhaust tokenctl.
+pub const MAX_CALLBACK_CONNECTIONS: usize = 16;
 
 impl CallbackListener {
     /// Listens on the address of `redirect_uri`, which must be an http
     /// loopback address.
     pub async fn bind(redirect_uri: &Url) -> Result<Self, LoginError> {
         Ok(Self {
-            listener: listen(redirect_uri).await?,
+            listeners: listen(redirect_uri).await?,
             redirect_uri: redirect_uri.clone(),
         })
     }
 
     /// Waits for one callback and returns its code. The browser gets a page
     /// telling the person to go back to the terminal; the code is never
-    /// shown. A favicon request is answered and ignored; a request for any
-    /// other path ends the login.
+    /// shown. Connections are served concurrently, each with a bounded
+    /// request head read within a timeout (see [`crate::http_head`]); one
+    /// that sends nothing, or too much, is answered and dropped without
+    /// ending the login. A favicon request is answered and ignored; a
+    /// request for any other path ends the login.
     pub async fn receive(self, state: &str, timeout: Duration) -> Result<SecretString, LoginError> {
-        receive_callback(&self.listener, &self.redirect_uri, state, timeout).await
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CALLBACK_CONNECTIONS));
+        let redirect = Arc::new(self.redirect_uri);
+        let state: Arc<str> = state.into();
+        // Dropped on return: every accept loop and connection task ends.
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            let (tx, slots, redirect, state) = (
+                tx.clone(),
+                Arc::clone(&slots),
+                Arc::clone(&redirect),
+                Arc::clone(&state),
+            );
+            tasks.spawn(async move {
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        continue;
+                    };
+                    let (tx, redirect, state) =
+                        (tx.clone(), Arc::clone(&redirect), Arc::clone(&state));
+                    connections.spawn(async move {
+                        if let Some(result) = callback(stream, &redirect, &state).await {
+                            let _ = tx.send(result).await;
+                        }
+                        drop(slot);
+                    });
+                    // Reap finished connections so the set stays small.
+                    while connections.try_join_next().is_some() {}
+                }
+            });
+        }
+        drop(tx);
+        let result = tokio::time::timeout(timeout, rx.recv())
+            .await
+            .map_err(|_| LoginError::Timeout(timeout))?;
+        tasks.abort_all();
+        result.ok_or(LoginError::Timeout(timeout))?
     }
 }
 
-async fn receive_callback(
-    listener: &TcpListener,
+/// Serves one connection to the callback listener: `None` when it did not
+/// carry a request that decides the login (nothing sent, too much, a
+/// favicon).
+async fn callback(
+    stream: tokio::net::TcpStream,
     redirect_uri: &Url,
     state: &str,
-    timeout: Duration,
-) -> Result<SecretString, LoginError> {
-    tokio::time::timeout(timeout, async {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            let Ok(Some(request_line)) = lines.next_line().await else {
-                continue;
-            };
-            // Drain the headers; the request has no body we need.
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.is_empty() {
-                    break;
-                }
-            }
-            let target = request_line.split(' ').nth(1).unwrap_or("/");
-            if target == "/favicon.ico" {
-                let _ = respond(&mut write, 404, "Not found").await;
-                continue;
-            }
-            let url = redirect_uri.join(target).map_err(|_| LoginError::NotAUrl)?;
-            let result = parse_callback(&url, redirect_uri, state);
-            let page = match &result {
-                Ok(_) => "Login received. Return to the terminal; you can close this page.",
-                Err(_) => "Login failed. Return to the terminal for the reason.",
-            };
-            let _ = respond(&mut write, if result.is_ok() { 200 } else { 400 }, page).await;
-            return result;
+) -> Option<Result<SecretString, LoginError>> {
+    use crate::http_head::{HeadError, read_head, request_line};
+    let (mut read, mut write) = stream.into_split();
+    let head = match read_head(&mut read).await {
+        Ok(head) => head,
+        Err(HeadError::TooLarge) => {
+            let _ = respond(&mut write, 431, "Request too large").await;
+            return None;
         }
-    })
-    .await
-    .map_err(|_| LoginError::Timeout(timeout))?
+        Err(HeadError::TimedOut | HeadError::Closed) => return None,
+    };
+    let Some((_, target)) = request_line(&head) else {
+        let _ = respond(&mut write, 400, "Not an HTTP request").await;
+        return None;
+    };
+    if target == "/favicon.ico" {
+        let _ = respond(&mut write, 404, "Not found").await;
+        return None;
+    }
+    let result = redirect_uri
+        .join(target)
+        .map_err(|_| LoginError::NotAUrl)
+        .and_then(|url| parse_callback(&url, redirect_uri, state));
+    let page = match &result {
+        Ok(_) => "Login received. Return to the terminal; you can close this page.",
+        Err(_) => "Login failed. Return to the terminal for the reason.",
+    };
+    let _ = respond(&mut write, if result.is_ok() { 200 } else { 400 }, page).await;
+    Some(result)
 }
 
-async fn listen(redirect_uri: &Url) -> Result<TcpListener, LoginError> {
+/// Binds the redirect URI's loopback address: `localhost` on both 127.0.0.1
+/// and ::1 (either may be missing, not both).
+async fn listen(redirect_uri: &Url) -> Result<Vec<TcpListener>, LoginError> {
     let not_loopback = || LoginError::NotLoopback(redirect_uri.to_string());
     if redirect_uri.scheme() != "http" {
         return Err(not_loopback());
     }
-    let host = match redirect_uri.host_str() {
-        Some("127.0.0.1" | "localhost") => "127.0.0.1",
-        Some("[::1]") => "[::1]",
+    let hosts: &[&str] = match redirect_uri.host_str() {
+        Some("127.0.0.1") => &["127.0.0.1"],
+        Some("localhost") => &["127.0.0.1", "[::1]"],
+        Some("[::1]") => &["[::1]"],
         _ => return Err(not_loopback()),
     };
     let port = redirect_uri
         .port_or_known_default()
         .ok_or_else(not_loopback)?;
-    let addr = format!("{host}:{port}");
-    TcpListener::bind(&addr)
-        .await
-        .map_err(|source| LoginError::Listen { addr, source })
+    let mut listeners = Vec::new();
+    let mut first_error = None;
+    for host in hosts {
+        let addr = format!("{host}:{port}");
+        match TcpListener::bind(&addr).await {
+            Ok(l) => listeners.push(l),
+            Err(source) => {
+                first_error.get_or_insert(LoginError::Listen { addr, source });
+            }
+        }
+    }
+    match (listeners.is_empty(), first_error) {
+        (true, Some(e)) => Err(e),
+        // `localhost` without IPv6 (or IPv4) on this machine: one will do,
+        // unless the other failed because the port is taken there.
+        (false, Some(LoginError::Listen { addr, source }))
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            Err(LoginError::Listen { addr, source })
+        }
+        _ => Ok(listeners),
+    }
 }
 
 async fn respond(
@@ -292,6 +361,7 @@ async fn respond(
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
+        431 => "Request Header Fields Too Large",
         _ => "Bad Request",
     };
     let response = format!(
@@ -504,5 +574,71 @@ mod tests {
         assert_eq!(q["state"], "st");
         assert_eq!(q["scope"], "a b");
         assert_eq!(q["redirect_uri"], "http://127.0.0.1:9090/oauth/callback");
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    async fn send(addr: &str, bytes: &[u8]) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(bytes).await;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        out
+    }
+
+    /// One idle connection used to hold the listener (one connection at a
+    /// time, no timeout) so the real callback never got in; a 400 MB line
+    /// grew tokenctl to 415 MB.
+    #[tokio::test]
+    async fn strangers_on_the_callback_port_do_not_hold_up_the_login() {
+        let port = free_port();
+        let redirect = Url::parse(&format!("http://127.0.0.1:{port}/cb")).unwrap();
+        let listener = CallbackListener::bind(&redirect).await.unwrap();
+        let waiting = tokio::spawn(listener.receive("st", Duration::from_secs(20)));
+        let addr = format!("127.0.0.1:{port}");
+        // Idle, and never closed while the login waits.
+        let _idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // Far too much.
+        let huge = vec![b'A'; 1 << 20];
+        assert!(send(&addr, &huge).await.starts_with("HTTP/1.1 431"));
+        // The real callback gets through at once.
+        let answer = send(
+            &addr,
+            b"GET /cb?state=st&code=the-code HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let code = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("the login ends with the callback")
+            .unwrap()
+            .unwrap();
+        assert_eq!(code.expose_secret(), "the-code");
+    }
+
+    /// `localhost` may resolve to ::1 in the browser: both are listened on.
+    #[tokio::test]
+    async fn localhost_is_listened_on_for_ipv4_and_ipv6() {
+        let port = free_port();
+        let redirect = Url::parse(&format!("http://localhost:{port}/cb")).unwrap();
+        let listener = CallbackListener::bind(&redirect).await.unwrap();
+        let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+        assert_eq!(listener.listeners.len(), if v6 { 2 } else { 1 });
+        let waiting = tokio::spawn(listener.receive("st", Duration::from_secs(20)));
+        let addr = if v6 {
+            format!("[::1]:{port}")
+        } else {
+            format!("127.0.0.1:{port}")
+        };
+        send(&addr, b"GET /cb?state=st&code=c6 HTTP/1.1\r\n\r\n").await;
+        let code = waiting.await.unwrap().unwrap();
+        assert_eq!(code.expose_secret(), "c6");
     }
 }

@@ -2,7 +2,8 @@
 //! socket, rendered from the statuses of the moment.
 //!
 //! Anyone who can reach it is a stranger, so everything is bounded: a
-//! request head of [`MAX_HEAD`] bytes read within [`HEAD_TIMEOUT`], at most
+//! request head of `MAX_HEAD` bytes read within `HEAD_TIMEOUT` (see
+//! `http_head`), at most
 //! [`MAX_CONNECTIONS`] at once (more are closed on arrival), accept errors
 //! backed off rather than retried in a busy loop. A Unix socket follows the
 //! gRPC socket's rules: mode and group from `[daemon]`, a stale socket
@@ -11,19 +12,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{Daemon, Listen};
+use crate::http_head::{HEAD_TIMEOUT, HeadError, MAX_HEAD, read_head, request_line};
 use crate::metrics::Metrics;
 
-/// The largest request head (request line and headers) read.
-pub const MAX_HEAD: usize = 8 * 1024;
-/// How long a client has to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; a scraper needs one.
 pub const MAX_CONNECTIONS: usize = 16;
 
@@ -112,62 +110,11 @@ pub enum Route {
 
 /// Routes a request head (everything up to the blank line).
 pub fn route(head: &[u8]) -> Route {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let Ok(line) = std::str::from_utf8(line) else {
-        return Route::BadRequest;
-    };
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(method), Some(target), Some(version)) if version.starts_with("HTTP/1.") => {
-            if method == "GET" && target.split('?').next() == Some("/metrics") {
-                Route::Metrics
-            } else {
-                Route::NotFound
-            }
-        }
-        _ => Route::BadRequest,
+    match request_line(head) {
+        Some(("GET", target)) if target.split('?').next() == Some("/metrics") => Route::Metrics,
+        Some(_) => Route::NotFound,
+        None => Route::BadRequest,
     }
-}
-
-/// Why no request head was read.
-#[derive(Debug, PartialEq, Eq)]
-enum HeadError {
-    TooLarge,
-    TimedOut,
-    Closed,
-}
-
-/// Reads up to the blank line ending the head, within the limits.
-async fn read_head<R: AsyncRead + Unpin>(read: &mut R) -> Result<Vec<u8>, HeadError> {
-    let mut head = Vec::with_capacity(512);
-    let reading = async {
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = read.read(&mut buf).await.map_err(|_| HeadError::Closed)?;
-            if n == 0 {
-                return Err(HeadError::Closed);
-            }
-            head.extend_from_slice(&buf[..n]);
-            if let Some(end) = find_end(&head) {
-                head.truncate(end);
-                return Ok(());
-            }
-            if head.len() > MAX_HEAD {
-                return Err(HeadError::TooLarge);
-            }
-        }
-    };
-    match tokio::time::timeout(HEAD_TIMEOUT, reading).await {
-        Ok(Ok(())) => Ok(head),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(HeadError::TimedOut),
-    }
-}
-
-fn find_end(head: &[u8]) -> Option<usize> {
-    let crlf = head.windows(4).position(|w| w == b"\r\n\r\n");
-    let lf = head.windows(2).position(|w| w == b"\n\n");
-    crlf.into_iter().chain(lf).min()
 }
 
 async fn answer<S>(mut stream: S, page: impl FnOnce() -> String) -> std::io::Result<()>
@@ -208,6 +155,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     async fn exchange(request: &[u8]) -> String {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
@@ -241,28 +189,6 @@ mod tests {
             exchange(b"\x00\xff garbage\r\n\r\n")
                 .await
                 .starts_with("HTTP/1.1 400")
-        );
-    }
-
-    /// A 1 MiB request line without a newline: refused after 8 KiB, not
-    /// buffered whole.
-    #[tokio::test]
-    async fn an_endless_request_line_is_cut_off() {
-        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
-        let writer = tokio::spawn(async move {
-            let chunk = vec![b'A'; 4096];
-            let mut sent = 0;
-            while sent < 1 << 20 && client.write_all(&chunk).await.is_ok() {
-                sent += chunk.len();
-            }
-            (client, sent)
-        });
-        assert_eq!(read_head(&mut server).await, Err(HeadError::TooLarge));
-        drop(server);
-        let (_, sent) = writer.await.unwrap();
-        assert!(
-            sent < 1 << 20,
-            "the server stopped reading after {MAX_HEAD} bytes"
         );
     }
 
