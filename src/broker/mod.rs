@@ -53,6 +53,10 @@ struct Slot {
     replacements: std::sync::Mutex<(f64, tokio::time::Instant)>,
 }
 
+/// A slot built for a credential, its driver (for OAuth), and, for a changed
+/// credential, the snapshot to publish once the reload applies.
+type NewSlot = (Arc<Slot>, Option<Driver>, Option<Arc<Snapshot>>);
+
 /// The credentials in force: replaced whole by a reload.
 #[derive(Debug, Default)]
 struct Slots {
@@ -140,13 +144,13 @@ impl Broker {
                 }
                 previous => {
                     let current = previous.map(|p| p.current.clone());
-                    let (slot, driver) =
+                    let (slot, driver, pending) =
                         self.new_slot(Arc::new(credential), fingerprint, current)?;
                     match previous {
                         Some(_) => report.changed.push(name.to_string()),
                         None => report.added.push(name.to_string()),
                     }
-                    fresh.push((Arc::clone(&slot), driver, previous.cloned()));
+                    fresh.push((Arc::clone(&slot), driver, pending, previous.cloned()));
                     slots.map.insert(Arc::clone(&name), slot);
                 }
             }
@@ -159,7 +163,11 @@ impl Broker {
                 slot.cancel.cancel();
             }
         }
-        for (slot, driver, previous) in fresh {
+        // Everything built: only now does anything change.
+        for (slot, driver, pending, previous) in fresh {
+            if let Some(snapshot) = pending {
+                slot.current.send_replace(snapshot);
+            }
             self.start_driver(&slot, driver, previous);
         }
         self.slots.store(Arc::new(slots));
@@ -191,7 +199,7 @@ impl Broker {
         credential: Arc<Credential>,
         fingerprint: [u8; 32],
         current: Option<watch::Sender<Arc<Snapshot>>>,
-    ) -> Result<(Arc<Slot>, Option<Driver>), BrokerError> {
+    ) -> Result<NewSlot, BrokerError> {
         let snapshot = match &credential.kind {
             Kind::Glean(g) => {
                 // Generations keep rising across a change, for watchers and
@@ -201,12 +209,11 @@ impl Broker {
             }
             Kind::OAuth(_) => Snapshot::new(State::Refreshing),
         };
-        let current = match current {
-            Some(tx) => {
-                tx.send_replace(Arc::new(snapshot));
-                tx
-            }
-            None => watch::channel(Arc::new(snapshot)).0,
+        // A changed credential keeps its channel (watchers follow), but its
+        // new snapshot is published only when the whole reload applies.
+        let (current, pending) = match current {
+            Some(tx) => (tx, Some(Arc::new(snapshot))),
+            None => (watch::channel(Arc::new(snapshot)).0, None),
         };
         let (driver, handle) = match &credential.kind {
             Kind::OAuth(_) => {
@@ -228,7 +235,7 @@ impl Broker {
                 tokio::time::Instant::now(),
             )),
         });
-        Ok((slot, driver))
+        Ok((slot, driver, pending))
     }
 
     /// What a refresh driver shares with the others.

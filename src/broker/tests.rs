@@ -199,3 +199,34 @@ fn scopes_and_expiry() {
         (State::Fresh, State::Expired)
     );
 }
+
+/// A refused reload used to be partly applied: a changed credential's
+/// channel got its new secret before a later credential failed.
+#[test]
+fn a_refused_reload_changes_nothing() {
+    let b = broker();
+    let now = at("2029-01-01T00:00:00Z");
+    let before = get(&b, &peer(1000, &[]), req("user", "", &[]), now)
+        .unwrap()
+        .token
+        .fingerprint
+        .clone();
+    // `user` changes its secret; the OAuth credential cannot start without
+    // a store, so the reload fails after `user` was built.
+    let changed = CONFIG.replacen(
+        "secret = { env = \"PATH\" }",
+        "secret = { env = \"HOME\" }",
+        1,
+    ) + "\n[[credential]]\nname = \"sso\"\nkind = \"oauth_client_credentials\"\n\
+           token_endpoint = \"https://as.example/token\"\nclient_id = \"c\"\n\
+           auth_method = \"none\"\nallow = { uids = [1000] }\n";
+    let config = config::parse(Path::new("/etc/tokend.toml"), &changed).unwrap();
+    let err = b.reload(config.credentials).unwrap_err();
+    assert!(!err.to_string().is_empty());
+    let after = get(&b, &peer(1000, &[]), req("user", "", &[]), now).unwrap();
+    assert_eq!(
+        after.token.fingerprint, before,
+        "the old secret is still served"
+    );
+    assert!(b.slot("sso").is_err(), "nothing was added");
+}

@@ -111,10 +111,15 @@ impl Reloader {
             tracing::warn!("[daemon] settings changed; they apply at the next restart");
         }
         let files = watched_files(&config);
-        let r = self
-            .broker
-            .reload(config.credentials)
-            .map_err(|e| e.to_string())?;
+        let r = self.broker.reload(config.credentials).map_err(|e| {
+            // Refused as a whole, like an invalid file: said, and alerted.
+            let message = e.to_string();
+            tracing::error!("new config refused; still serving the previous one:\n{message}");
+            if let Some(engine) = &self.alerts {
+                engine.set_config_problem(Some(message.clone()));
+            }
+            message
+        })?;
         tracing::info!(
             added = ?r.added,
             changed = ?r.changed,
