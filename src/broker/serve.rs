@@ -247,8 +247,23 @@ fn try_get<'a>(
             let token = glean_token(c, g, &snap, req.required_scopes, min_valid, now)?;
             Ok(Some(grant(token, act_as, false)))
         }
-        Kind::OAuth(o) => oauth_token(c, o, &snap, req, min_valid, now)
-            .map(|found| found.map(|(token, stale)| grant(token, None, stale))),
+        Kind::OAuth(o) => {
+            // A token an API rejected (reported with `Invalidate`) is never
+            // handed out again: callers wait for its replacement.
+            let reported = slot
+                .driver
+                .as_ref()
+                .map(|d| d.invalidated.load(Ordering::Acquire));
+            if snap
+                .token
+                .as_ref()
+                .is_some_and(|t| Some(t.generation) == reported)
+            {
+                return Ok(None);
+            }
+            oauth_token(c, o, &snap, req, min_valid, now)
+                .map(|found| found.map(|(token, stale)| grant(token, None, stale)))
+        }
     }
 }
 

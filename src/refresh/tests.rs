@@ -475,4 +475,29 @@ mod driver {
         );
         b.shutdown().await;
     }
+
+    /// After `Invalidate`, the reported token is never handed out again:
+    /// callers that ask at once wait for its replacement (one refresh for
+    /// all of them).
+    #[tokio::test(start_paused = true)]
+    async fn a_reported_token_is_never_served_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = FakeEndpoint::new(Duration::from_secs(1), HOUR);
+        let (b, _) = broker(dir.path(), "oauth_client_credentials", "", &endpoint, None);
+        let (old, _) = fetch(&b, Duration::from_secs(10)).await.unwrap();
+        let callers: Vec<_> = (0..50)
+            .map(|_| {
+                let (b, old) = (Arc::clone(&b), old.clone());
+                tokio::spawn(async move {
+                    b.invalidate(&root(), "c", &old).unwrap();
+                    fetch(&b, Duration::from_secs(10)).await.unwrap().0
+                })
+            })
+            .collect();
+        for c in callers {
+            assert_ne!(c.await.unwrap(), old, "the reported token was served again");
+        }
+        assert_eq!(endpoint.calls(), 2, "one refresh for all the reports");
+        b.shutdown().await;
+    }
 }
