@@ -201,3 +201,64 @@ async fn invalidate_cannot_make_tokend_refresh_without_pause() {
     // The first fetch, 3 at once, one more per 2 s.
     assert!(n <= 6, "{n} token requests in 3 s of reports");
 }
+
+/// The typed client's reqwest helper against the real daemon and an API
+/// that refuses the first token it sees: the request carries tokend's
+/// headers, the 401 reports the token, and the one retry carries the
+/// replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_helper_reports_a_refused_token_and_retries_once() {
+    use std::sync::{Arc, Mutex};
+    let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
+    let (_work, daemon) = start(&credential(
+        "cc",
+        "oauth_client_credentials",
+        &hostile.token_endpoint(),
+    ));
+    // An API that answers 401 to the first bearer token it is shown.
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}/rest/api/v1/search", api.local_addr().unwrap());
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut s, _) = api.accept().await.unwrap();
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut buf = vec![0; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let auth = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: "))
+                    .unwrap_or_default()
+                    .to_owned();
+                let first = {
+                    let mut log = log.lock().unwrap();
+                    log.push(auth.clone());
+                    log.len() == 1
+                };
+                let status = if first { "401 Unauthorized" } else { "200 OK" };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            });
+        }
+    });
+    let client = daemon.typed().await;
+    let http = tokend::oauth::http_client(Duration::from_secs(5));
+    let response = tokend_client::sign::send(
+        &client,
+        &tokend_client::HeadersRequest::new("cc"),
+        http.post(&api_url).body("{}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one request and one retry: {seen:?}");
+    assert!(seen[0].starts_with("bearer at-"), "{seen:?}");
+    assert_ne!(seen[0], seen[1], "the retry carries the replacement");
+    assert_eq!(hostile.requests(), 2, "one refresh");
+}

@@ -33,6 +33,9 @@
 //!   values are [`SecretString`](secrecy::SecretString)s kept out of `Debug`.
 //! - [`convert`]: every proto ↔ type conversion, public so the daemon's
 //!   server side shares the timestamp and duration conversions.
+//! - [`sign`] (feature `reqwest`): sending a reqwest request with a
+//!   credential's headers, reporting a token the API answers 401 to and
+//!   retrying once.
 //! - [`proto`]: the code generated from `proto/tokend/v1/tokend.proto`,
 //!   client and server stubs, for callers that need the raw messages (the
 //!   daemon implements its services with it).
@@ -43,6 +46,8 @@ mod client;
 mod connect;
 pub mod convert;
 mod error;
+#[cfg(feature = "reqwest")]
+pub mod sign;
 mod types;
 
 use std::ffi::OsString;

@@ -111,6 +111,26 @@ impl Headers {
         scheme.eq_ignore_ascii_case("bearer").then_some(token)
     }
 
+    /// The headers as an [`http::HeaderMap`], for any HTTP client built on
+    /// the `http` crate (reqwest, hyper, tower), with the values marked
+    /// sensitive so those clients keep them out of their debug output.
+    /// tokend only serves valid header names and values; one that is not
+    /// would be left out.
+    pub fn header_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in self.iter() {
+            let (Ok(name), Ok(mut value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) else {
+                continue;
+            };
+            value.set_sensitive(true);
+            map.append(name, value);
+        }
+        map
+    }
+
     /// How many headers there are.
     pub fn len(&self) -> usize {
         self.headers.len()

@@ -329,6 +329,13 @@ async fn headers_round_trip() {
     assert_eq!(h.fingerprint, "fp1");
     assert!(!h.stale);
     assert!(!format!("{h:?}").contains("tok-glean-1"));
+    // As an `http::HeaderMap`: every header, values sensitive (kept out of
+    // HTTP clients' debug output).
+    let map = h.header_map();
+    assert_eq!(map.len(), 2);
+    assert_eq!(map["authorization"], "Bearer tok-glean-1");
+    assert!(map["authorization"].is_sensitive());
+    assert!(!format!("{map:?}").contains("tok-glean-1"));
 
     assert_eq!(
         d.fake.seen(),
