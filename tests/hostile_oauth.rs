@@ -22,6 +22,16 @@ fn start(credential: &str) -> (Workdir, Daemon) {
     (work, daemon)
 }
 
+/// The daemon with one `oauth_client_credentials` credential `cc` at
+/// `hostile`.
+fn start_client_credentials(hostile: &Hostile) -> (Workdir, Daemon) {
+    start(&credential(
+        "cc",
+        "oauth_client_credentials",
+        &hostile.token_endpoint(),
+    ))
+}
+
 fn credential(name: &str, kind: &str, endpoint: &str) -> String {
     format!(
         r#"
@@ -61,11 +71,7 @@ fn rss_kib(pid: i32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_token_answer_is_cut_off_at_the_limit() {
     let hostile = Hostile::start(Mode::HugeBody { bytes: 300 << 20 });
-    let (_work, daemon) = start(&credential(
-        "cc",
-        "oauth_client_credentials",
-        &hostile.token_endpoint(),
-    ));
+    let (_work, daemon) = start_client_credentials(&hostile);
     let before = rss_kib(daemon.pid());
     let e = daemon
         .client()
@@ -137,11 +143,7 @@ async fn a_rotated_refresh_token_in_an_unusable_answer_is_presented_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_dead_on_arrival_back_off_and_say_why() {
     let hostile = Hostile::start(Mode::Valid { expires_in: 0 });
-    let (_work, daemon) = start(&credential(
-        "cc",
-        "oauth_client_credentials",
-        &hostile.token_endpoint(),
-    ));
+    let (_work, daemon) = start_client_credentials(&hostile);
     let mut client = daemon.client().await;
     let started = Instant::now();
     let e = client.get_headers(get("cc")).await.unwrap_err();
@@ -162,11 +164,7 @@ async fn tokens_dead_on_arrival_back_off_and_say_why() {
 async fn invalidate_cannot_make_tokend_refresh_without_pause() {
     use tokend::proto::InvalidateRequest;
     let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
-    let (_work, daemon) = start(&credential(
-        "cc",
-        "oauth_client_credentials",
-        &hostile.token_endpoint(),
-    ));
+    let (_work, daemon) = start_client_credentials(&hostile);
     let mut client = daemon.client().await;
     let started = Instant::now();
     let mut refused = 0;
@@ -210,11 +208,7 @@ async fn invalidate_cannot_make_tokend_refresh_without_pause() {
 async fn the_rust_helper_reports_a_refused_token_and_retries_once() {
     use std::sync::{Arc, Mutex};
     let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
-    let (_work, daemon) = start(&credential(
-        "cc",
-        "oauth_client_credentials",
-        &hostile.token_endpoint(),
-    ));
+    let (_work, daemon) = start_client_credentials(&hostile);
     // An API that answers 401 to the first bearer token it is shown.
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_url = format!("http://{}/rest/api/v1/search", api.local_addr().unwrap());

@@ -424,13 +424,9 @@ pub fn parse_tokens(
     now: Timestamp,
 ) -> Result<Tokens, TokenError> {
     let raw: RawTokens = serde_json::from_slice(body).map_err(|e| TokenError::Transient {
-        // Position and category only: serde's text can quote a value
-        // (`invalid type: integer \`12345\``), which may be a token.
         reason: format!(
-            "token response is not the JSON RFC 6749 describes ({}, line {} column {})",
-            json_error_kind(&e),
-            e.line(),
-            e.column()
+            "token response is not the JSON RFC 6749 describes ({})",
+            json_problem(&e)
         ),
         retry_after: None,
         answered: true,
@@ -498,13 +494,17 @@ fn token_problem(which: &str, token: &str) -> String {
     }
 }
 
-fn json_error_kind(e: &serde_json::Error) -> &'static str {
-    match e.classify() {
+/// What is wrong with a JSON answer and where, without serde's own text,
+/// which can quote a value (`invalid type: integer \`12345\``) that may be a
+/// token.
+fn json_problem(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
         serde_json::error::Category::Io => "unreadable",
         serde_json::error::Category::Syntax => "not JSON",
         serde_json::error::Category::Data => "a field is missing or of the wrong type",
         serde_json::error::Category::Eof => "cut short",
-    }
+    };
+    format!("{kind}, line {} column {}", e.line(), e.column())
 }
 
 /// The `exp` claim of a JWT, read without verifying the signature: we are
@@ -647,11 +647,8 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, 
                 let metadata: Metadata =
                     serde_json::from_slice(&body).map_err(|e| TokenError::Transient {
                         reason: format!(
-                            "{url} is not an authorization server metadata document ({}, line \
-                             {} column {})",
-                            json_error_kind(&e),
-                            e.line(),
-                            e.column()
+                            "{url} is not an authorization server metadata document ({})",
+                            json_problem(&e)
                         ),
                         retry_after: None,
                         answered: true,
