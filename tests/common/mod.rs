@@ -5,10 +5,13 @@
 
 pub mod fault_proxy;
 pub mod fixtures;
+pub mod glean_api;
 pub mod hostile;
 pub mod node;
 pub mod oidc;
 pub mod python;
+pub mod python_client;
+pub mod typescript;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

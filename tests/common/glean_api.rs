@@ -1,0 +1,442 @@
+//! A Glean Client API emulator in the test's process: plain HTTP/1.1 on
+//! loopback (a std `TcpListener`, a thread per connection, keep-alive),
+//! serving `POST /rest/api/v1/search` and `POST /rest/api/v1/chat` under the
+//! header rules of Glean's token documentation:
+//!
+//! - `Authorization: Bearer <token>` on every request; a token it does not
+//!   know, revoked or expired: 401.
+//! - Glean-issued tokens: GLOBAL ones need `X-Glean-ActAs` (or the legacy
+//!   `X-Scio-ActAs`) naming a known user (400 `Required header missing:
+//!   X-Glean-ActAs` without, 401 `Invalid identity` for a stranger); USER
+//!   and ANONYMOUS ones must not send it (400).
+//! - Scopes: search needs SEARCH, chat needs CHAT; 403 without.
+//! - OAuth access tokens count only with `X-Glean-Auth-Type: OAUTH` (without
+//!   it they are unknown Glean tokens: 401), as user tokens with every scope.
+//!
+//! It also issues those OAuth tokens: `POST /oauth/token` with
+//! `grant_type=client_credentials` answers a new access token each time, so
+//! tokend's `oauth_client_credentials` credentials can use it as their
+//! token endpoint; and `POST /_emulator/revoke-oauth` (or
+//! [`GleanApi::revoke_oauth`]) revokes every OAuth token issued so far,
+//! mid-run. Wordings of errors the documentation does not give are the
+//! emulator's own.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+pub const SEARCH_PATH: &str = "/rest/api/v1/search";
+pub const CHAT_PATH: &str = "/rest/api/v1/chat";
+pub const TOKEN_PATH: &str = "/oauth/token";
+pub const REVOKE_PATH: &str = "/_emulator/revoke-oauth";
+
+/// A Glean-issued token's permission, fixed when it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    User,
+    Global,
+    Anonymous,
+}
+
+#[derive(Clone, Debug)]
+struct Token {
+    permission: Permission,
+    scopes: Vec<String>,
+    expires_at: Option<SystemTime>,
+    revoked: bool,
+}
+
+/// One API request as the emulator judged it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub path: String,
+    pub status: u16,
+    /// The bearer token presented ("" without one).
+    pub token: String,
+    pub act_as: Option<String>,
+    pub auth_type: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tokens: HashMap<String, Token>,
+    oauth: HashMap<String, bool>,
+    users: Vec<String>,
+    seen: Vec<Seen>,
+    issued: usize,
+}
+
+/// A running emulator; its threads end with the test process.
+pub struct GleanApi {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl GleanApi {
+    /// Starts the emulator on a free loopback port. alice@corp.example and
+    /// bob@corp.example are its users.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the Glean emulator");
+        let addr = listener.local_addr().expect("the emulator's address");
+        let state = Arc::new(Mutex::new(State {
+            users: vec!["alice@corp.example".into(), "bob@corp.example".into()],
+            ..State::default()
+        }));
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &state);
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// The instance's base URL, for `server_url` and `instance`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token_endpoint(&self) -> String {
+        format!("{}{TOKEN_PATH}", self.url())
+    }
+
+    pub fn revoke_url(&self) -> String {
+        format!("{}{REVOKE_PATH}", self.url())
+    }
+
+    /// Creates a Glean-issued token, as the admin console does.
+    pub fn add_token(
+        &self,
+        secret: &str,
+        permission: Permission,
+        scopes: &[&str],
+        expires_at: Option<SystemTime>,
+    ) {
+        let token = Token {
+            permission,
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            expires_at,
+            revoked: false,
+        };
+        self.lock().tokens.insert(secret.to_owned(), token);
+    }
+
+    /// Revokes a Glean-issued token.
+    pub fn revoke(&self, secret: &str) {
+        if let Some(t) = self.lock().tokens.get_mut(secret) {
+            t.revoked = true;
+        }
+    }
+
+    /// Revokes every OAuth token issued so far.
+    pub fn revoke_oauth(&self) {
+        revoke_all_oauth(&mut self.lock());
+    }
+
+    /// The API requests so far (search and chat), in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.lock().seen.clone()
+    }
+
+    /// How many OAuth tokens `/oauth/token` issued.
+    pub fn issued(&self) -> usize {
+        self.lock().issued
+    }
+
+    /// Sends `POST path` with `headers` and a JSON body to the emulator;
+    /// its status and body.
+    pub fn post(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).expect("connect to the emulator");
+        let body = r#"{"query":"test","pageSize":1}"#;
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n",
+            self.addr,
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        stream
+            .write_all(request.as_bytes())
+            .expect("send to the emulator");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the emulator's answer");
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn revoke_all_oauth(state: &mut State) {
+    for revoked in state.oauth.values_mut() {
+        *revoked = true;
+    }
+}
+
+/// One parsed request.
+struct Request {
+    method: String,
+    path: String,
+    /// Names lowercased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request; `None` at the end of the connection.
+fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default();
+    let path = target.split('?').next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = l.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let mut request = Request {
+        method,
+        path,
+        headers,
+        body: Vec::new(),
+    };
+    if request
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
+            if size == 0 {
+                // The trailer section, up to its empty line.
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            chunk.truncate(size);
+            request.body.extend_from_slice(&chunk);
+        }
+    } else if let Some(length) = request.header("content-length") {
+        let mut body = vec![0; length.parse().unwrap_or(0)];
+        reader.read_exact(&mut body)?;
+        request.body = body;
+    }
+    Ok(Some(request))
+}
+
+fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    while let Some(request) = read_request(&mut reader)? {
+        let (status, content_type, body) = answer(&request, state);
+        let close = request
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        write!(
+            out,
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}\r\n",
+            reason(status),
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        )?;
+        out.write_all(body.as_bytes())?;
+        out.flush()?;
+        if close {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Status",
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+fn answer(request: &Request, state: &Mutex<State>) -> (u16, &'static str, String) {
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    if request.method != "POST" {
+        return (405, TEXT, "Method Not Allowed".into());
+    }
+    match request.path.as_str() {
+        TOKEN_PATH => issue(request, &mut state),
+        REVOKE_PATH => {
+            revoke_all_oauth(&mut state);
+            (200, JSON, "{}".into())
+        }
+        SEARCH_PATH | CHAT_PATH => {
+            let (status, content_type, body) = judge(request, &state);
+            let seen = Seen {
+                path: request.path.clone(),
+                status,
+                token: bearer(request).unwrap_or_default().to_owned(),
+                act_as: act_as(request).map(str::to_owned),
+                auth_type: request.header("x-glean-auth-type").map(str::to_owned),
+            };
+            state.seen.push(seen);
+            (status, content_type, body)
+        }
+        _ => (404, TEXT, "Not Found".into()),
+    }
+}
+
+/// `POST /oauth/token`: a new OAuth access token per client-credentials
+/// request.
+fn issue(request: &Request, state: &mut State) -> (u16, &'static str, String) {
+    let form = String::from_utf8_lossy(&request.body);
+    if !form
+        .split('&')
+        .any(|kv| kv == "grant_type=client_credentials")
+    {
+        return (400, JSON, r#"{"error":"unsupported_grant_type"}"#.into());
+    }
+    state.issued += 1;
+    let token = format!("glean_oauth_access_{}", state.issued);
+    state.oauth.insert(token.clone(), false);
+    (
+        200,
+        JSON,
+        format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":3600}}"#),
+    )
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    let value = request.header("authorization")?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+fn act_as(request: &Request) -> Option<&str> {
+    request
+        .header("x-glean-actas")
+        .or_else(|| request.header("x-scio-actas"))
+        .filter(|v| !v.is_empty())
+}
+
+/// The answer to an API call, by Glean's rules.
+fn judge(request: &Request, state: &State) -> (u16, &'static str, String) {
+    let unauthorized = (401, TEXT, "Unauthorized".to_owned());
+    let Some(token) = bearer(request) else {
+        return unauthorized;
+    };
+    let oauth = request
+        .header("x-glean-auth-type")
+        .is_some_and(|v| v.eq_ignore_ascii_case("OAUTH"));
+    let (permission, scopes): (Permission, Option<&[String]>) = if oauth {
+        match state.oauth.get(token) {
+            Some(false) => (Permission::User, None),
+            _ => return unauthorized,
+        }
+    } else {
+        match state.tokens.get(token) {
+            Some(t) if !t.revoked && t.expires_at.is_none_or(|at| at > SystemTime::now()) => {
+                (t.permission, Some(&t.scopes))
+            }
+            _ => return unauthorized,
+        }
+    };
+    match (permission, act_as(request)) {
+        (Permission::Global, None) => {
+            return (
+                400,
+                TEXT,
+                "Bad Request: Required header missing: X-Glean-ActAs".into(),
+            );
+        }
+        (Permission::Global, Some(user))
+            if !state.users.iter().any(|u| u.eq_ignore_ascii_case(user)) =>
+        {
+            return (401, TEXT, "Invalid identity".into());
+        }
+        (Permission::User | Permission::Anonymous, Some(_)) => {
+            return (
+                400,
+                TEXT,
+                "Bad Request: X-Glean-ActAs must be empty for a token that is not GLOBAL".into(),
+            );
+        }
+        _ => {}
+    }
+    let (scope, search) = if request.path == SEARCH_PATH {
+        ("SEARCH", true)
+    } else {
+        ("CHAT", false)
+    };
+    // OAuth tokens carry every scope.
+    if scopes.is_some_and(|s| !s.iter().any(|have| have == scope)) {
+        return (403, TEXT, "Forbidden".into());
+    }
+    let n = state.seen.len() + 1;
+    let body = if search {
+        format!(
+            r#"{{"results":[{{"title":"Quarterly report Q{n}","url":"https://docs.corp.example/q{n}"}}],"trackingToken":"tt-{n}","requestID":"req-{n}"}}"#
+        )
+    } else {
+        format!(
+            r#"{{"messages":[{{"author":"GLEAN_AI","messageType":"CONTENT","fragments":[{{"text":"Revenue grew {n}%."}}]}}],"chatId":"chat-{n}"}}"#
+        )
+    };
+    (200, JSON, body)
+}
