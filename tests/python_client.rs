@@ -16,10 +16,13 @@ use std::time::{Duration, Instant, SystemTime};
 use common::fixtures::Glean;
 use common::glean_api::{CHAT_PATH, GleanApi, Permission, SEARCH_PATH, Seen};
 use common::hostile::{Hostile, Mode};
+use common::oidc::{OidcServer, POST_CLIENT};
 use common::python_client::PythonClient;
 use common::{CANARY, Daemon, Workdir};
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
-use tokend::proto::GetHeadersRequest;
+use tokend::oauth::AuthMethod;
+use tokend::proto::{GetHeadersRequest, PutRefreshTokenRequest};
 
 /// Never allowed to the tests' uid (root): root is not implicitly allowed.
 const STRANGER: u32 = 4242;
@@ -632,6 +635,152 @@ fn the_glean_sdk_recovers_from_a_revoked_oauth_token() {
         "the retry carried a new token"
     );
     assert_eq!(api.issued(), 2, "one token at start, one replacement");
+}
+
+/// How many concurrent requests see the revoked token in
+/// [`concurrent_401s_on_a_revoked_oauth_refresh_token_refresh_it_once`].
+const CONCURRENT: usize = 20;
+
+/// An `oauth_refresh` credential whose tokens come from the real test
+/// authorization server (`OidcServer`, logged in as alice), sent to the
+/// emulator as OAuth tokens (X-Glean-Auth-Type: OAUTH; the emulator accepts
+/// them by introspection). The token is revoked at Glean mid-run, then
+/// [`CONCURRENT`] requests from as many threads through one
+/// `httpx_client` all get the 401 and all report it: the authorization
+/// server receives exactly one refresh for it, and every request finally
+/// succeeds with the one replacement.
+#[tokio::test]
+async fn concurrent_401s_on_a_revoked_oauth_refresh_token_refresh_it_once() {
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("oidc-python-client-{}.log", std::process::id()));
+    let server = OidcServer::start(3600, &log);
+    let api = GleanApi::start();
+    api.trust_issuer(&server.issuer, POST_CLIENT);
+    let extra = format!(
+        r#"
+[[credential]]
+name = "glean-sso"
+kind = "oauth_refresh"
+issuer = "{}"
+client_id = "{}"
+client_secret = {{ file = "oidc-client-secret" }}
+auth_method = "client_secret_post"
+scopes = ["api"]
+min_valid = "1s"
+extra_headers = {{ "X-Glean-Auth-Type" = "OAUTH" }}
+allow = {{ uids = [0] }}
+"#,
+        server.issuer, POST_CLIENT.0
+    );
+    let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
+    let (_work, daemon) = start_with(
+        &hostile.token_endpoint(),
+        &extra,
+        &[("oidc-client-secret", POST_CLIENT.1)],
+    );
+
+    // Log in, as `tokenctl login` does, and wait for the first access token.
+    let tokens = server
+        .login(POST_CLIENT, AuthMethod::ClientSecretPost)
+        .await;
+    let refresh_token = tokens.refresh_token.expect("a refresh token");
+    daemon
+        .admin()
+        .await
+        .put_refresh_token(PutRefreshTokenRequest {
+            credential: "glean-sso".into(),
+            refresh_token: refresh_token.expose_secret().to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("PutRefreshToken");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut client = daemon.client().await;
+    let served = loop {
+        let request = GetHeadersRequest {
+            credential: "glean-sso".into(),
+            ..Default::default()
+        };
+        match client.get_headers(request).await {
+            Ok(r) => break r.into_inner().token_fingerprint,
+            Err(e) => assert!(Instant::now() < deadline, "no access token: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stats = server.stats().await;
+    let refreshes = |stats: &Value| {
+        stats["by_grant_type"]["refresh_token"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (refreshes_before, requests_before) = (
+        refreshes(&stats),
+        stats["token_requests"].as_u64().expect("token_requests"),
+    );
+
+    // Every request is sent with the revoked token before any hears 401.
+    api.gather_oauth_refusals(CONCURRENT);
+    let started = Instant::now();
+    let n = CONCURRENT.to_string();
+    let result = live(
+        &daemon,
+        &[
+            "concurrent-revoked",
+            &api.url(),
+            "glean-sso",
+            &api.revoke_url(),
+            &n,
+        ],
+    );
+    eprintln!(
+        "{CONCURRENT} concurrent requests over a revoked token: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(result["first"], 200, "{result}");
+    assert_eq!(result["before"], served.as_str(), "{result}");
+    assert_eq!(result["errors"], json!([]), "{result}");
+    assert_eq!(result["statuses"], json!(vec![200; CONCURRENT]), "{result}");
+    assert_eq!(result["request_ids"], CONCURRENT, "{result}");
+    assert_ne!(result["before"], result["after"], "{result}");
+    assert_eq!(
+        result["after"],
+        fingerprint_of(&daemon, "glean-sso").await.as_str(),
+        "{result}"
+    );
+
+    // Exactly one refresh at the authorization server after the revocation.
+    let stats = server.stats().await;
+    assert_eq!(refreshes(&stats), refreshes_before + 1, "{stats}");
+    assert_eq!(
+        stats["token_requests"].as_u64(),
+        Some(requests_before + 1),
+        "{stats}"
+    );
+    let requests = server.token_requests().await;
+    let last = requests.last().expect("the refresh request");
+    assert_eq!(last["form"]["grant_type"], "refresh_token", "{last}");
+    assert_eq!(last["form"]["client_id"], POST_CLIENT.0, "{last}");
+
+    // At the emulator: the first search, the N refusals of the revoked
+    // token, and the N retries, all with the one replacement.
+    let seen = api.seen();
+    assert_eq!(seen.len(), 1 + 2 * CONCURRENT, "{seen:#?}");
+    assert!(seen.iter().all(|s| s.auth_type.as_deref() == Some("OAUTH")));
+    assert_eq!(seen[0].status, 200);
+    let old = &seen[0].token;
+    let refused: Vec<&Seen> = seen[1..].iter().filter(|s| s.status == 401).collect();
+    let served_again: Vec<&Seen> = seen[1..].iter().filter(|s| s.status == 200).collect();
+    assert_eq!(refused.len(), CONCURRENT, "{seen:#?}");
+    assert!(refused.iter().all(|s| &s.token == old), "{seen:#?}");
+    assert_eq!(served_again.len(), CONCURRENT, "{seen:#?}");
+    let new = &served_again[0].token;
+    assert_ne!(new, old);
+    assert!(served_again.iter().all(|s| &s.token == new), "{seen:#?}");
+    assert_eq!(
+        api.issued(),
+        0,
+        "the emulator's own token endpoint was not used"
+    );
 }
 
 /// The emulator itself keeps Glean's rules (what the SDK tests below rely

@@ -689,10 +689,15 @@ fn copy_checkout(from: &Path, to: &Path) {
 /// revoked, the 401 → `invalidate` → retry dance ending in a 200.
 #[test]
 fn glean_sdk_searches_through_tokend_against_the_emulator() {
-    use common::glean_api::{GleanApi, Permission};
+    use common::glean_api::{CHAT_PATH, GleanApi, Permission};
     common::require_root();
     let glean = GleanApi::start();
-    glean.add_token("glean_user_secret", Permission::User, &["SEARCH"], None);
+    glean.add_token(
+        "glean_user_secret",
+        Permission::User,
+        &["SEARCH", "CHAT"],
+        None,
+    );
     glean.add_token(
         "glean_global_secret",
         Permission::Global,
@@ -706,6 +711,7 @@ fn glean_sdk_searches_through_tokend_against_the_emulator() {
     let credentials = [
         work.store_section(),
         Glean::user("glean-user")
+            .scopes(r#"["SEARCH", "CHAT"]"#)
             .secret_file("user.secret")
             .to_string(),
         Glean::global("glean-global")
@@ -759,6 +765,55 @@ allow = {{ uids = [0] }}
     assert_eq!(
         (seen.status, seen.token.as_str(), seen.act_as.as_deref()),
         (200, "glean_global_secret", Some("alice@corp.example"))
+    );
+
+    // chat.create: a user token through gleanApiToken, a global one
+    // through gleanFetch with X-Glean-ActAs.
+    let chat = |credential: &str, mode: &str, act_as: Option<&str>| -> Value {
+        let mut args = vec![credential, url.as_str(), mode];
+        args.extend(act_as);
+        one(script("glean-sdk-chat", sock, &args))
+    };
+    let got = chat("glean-user", "api-token", None);
+    let n = glean.seen().len();
+    assert_eq!(got["chatId"], format!("chat-{n}"), "{got}");
+    assert_eq!(
+        got["texts"],
+        json!([format!("Revenue grew {n}%.")]),
+        "{got}"
+    );
+    let seen = last();
+    assert_eq!(
+        (
+            seen.path.as_str(),
+            seen.status,
+            seen.token.as_str(),
+            seen.act_as.as_deref()
+        ),
+        (CHAT_PATH, 200, "glean_user_secret", None)
+    );
+    let got = chat("glean-global", "fetch", Some("bob@corp.example"));
+    let n = glean.seen().len();
+    assert_eq!(got["chatId"], format!("chat-{n}"), "{got}");
+    assert_eq!(
+        got["texts"],
+        json!([format!("Revenue grew {n}%.")]),
+        "{got}"
+    );
+    let seen = last();
+    assert_eq!(
+        (
+            seen.path.as_str(),
+            seen.status,
+            seen.token.as_str(),
+            seen.act_as.as_deref()
+        ),
+        (
+            CHAT_PATH,
+            200,
+            "glean_global_secret",
+            Some("bob@corp.example")
+        )
     );
 
     // The same token as an apiToken cannot carry X-Glean-ActAs: refused

@@ -18,7 +18,13 @@
 //! tokend's `oauth_client_credentials` credentials can use it as their
 //! token endpoint; and `POST /_emulator/revoke-oauth` (or
 //! [`GleanApi::revoke_oauth`]) revokes every OAuth token issued so far,
-//! mid-run. Wordings of errors the documentation does not give are the
+//! mid-run. With [`GleanApi::trust_issuer`] it also accepts, as OAuth
+//! tokens, access tokens that a real authorization server (the OAuth
+//! tests' `OidcServer`) reports active at its introspection endpoint
+//! (RFC 7662); [`GleanApi::revoke_oauth`] revokes those it has accepted so
+//! far too; [`GleanApi::gather_oauth_refusals`] holds OAuth 401s back until
+//! a number of them are pending, so concurrent clients all meet a revoked
+//! token. Wordings of errors the documentation does not give are the
 //! emulator's own.
 
 #![allow(dead_code)] // each test binary uses a different subset
@@ -68,6 +74,12 @@ struct State {
     users: Vec<String>,
     seen: Vec<Seen>,
     issued: usize,
+    /// An authorization server whose active access tokens count as OAuth
+    /// tokens: (host:port, introspection path, client id, client secret).
+    issuer: Option<(String, String, String, String)>,
+    /// OAuth refusals (401s) held back until this many are pending, and
+    /// how many have arrived.
+    gather: Option<(usize, usize)>,
 }
 
 /// A running emulator; its threads end with the test process.
@@ -138,6 +150,38 @@ impl GleanApi {
     /// Revokes every OAuth token issued so far.
     pub fn revoke_oauth(&self) {
         revoke_all_oauth(&mut self.lock());
+    }
+
+    /// Accepts, as OAuth tokens, access tokens that the authorization
+    /// server at `issuer` (`http://host:port[/path]`) reports active at
+    /// `{issuer}/token/introspection`, asked as `client`
+    /// (client_secret_post). Each is introspected once, when first
+    /// presented.
+    pub fn trust_issuer(&self, issuer: &str, client: (&str, &str)) {
+        let rest = issuer
+            .strip_prefix("http://")
+            .unwrap_or_else(|| panic!("an http issuer: {issuer}"));
+        let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_end_matches('/');
+        let path = if prefix.is_empty() {
+            "/token/introspection".to_owned()
+        } else {
+            format!("/{prefix}/token/introspection")
+        };
+        self.lock().issuer = Some((
+            host.to_owned(),
+            path,
+            client.0.to_owned(),
+            client.1.to_owned(),
+        ));
+    }
+
+    /// Holds back the next OAuth refusals (401 to an OAuth token) until `n`
+    /// of them are pending (at most 10 s), then answers them all: `n`
+    /// concurrent clients all send the revoked token before any of them
+    /// hears of it.
+    pub fn gather_oauth_refusals(&self, n: usize) {
+        self.lock().gather = Some((n, 0));
     }
 
     /// The API requests so far (search and chat), in order.
@@ -315,7 +359,105 @@ fn reason(status: u16) -> &'static str {
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
+/// An OAuth token the emulator has not seen yet, presented as one, is
+/// introspected at the trusted issuer (outside the lock) and, when active,
+/// accepted from then on.
+fn admit_introspected(request: &Request, state: &Mutex<State>) {
+    if !matches!(request.path.as_str(), SEARCH_PATH | CHAT_PATH)
+        || !request
+            .header("x-glean-auth-type")
+            .is_some_and(|v| v.eq_ignore_ascii_case("OAUTH"))
+    {
+        return;
+    }
+    let Some(token) = bearer(request) else {
+        return;
+    };
+    let issuer = {
+        let state = state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.oauth.contains_key(token) {
+            return;
+        }
+        state.issuer.clone()
+    };
+    let Some((host, path, id, secret)) = issuer else {
+        return;
+    };
+    if introspect(&host, &path, &id, &secret, token).unwrap_or(false) {
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        state.oauth.entry(token.to_owned()).or_insert(false);
+    }
+}
+
+/// RFC 7662 introspection of `token` over HTTP/1.0: whether it is active.
+fn introspect(
+    host: &str,
+    path: &str,
+    id: &str,
+    secret: &str,
+    token: &str,
+) -> std::io::Result<bool> {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let body = format!(
+        "token={}&client_id={}&client_secret={}",
+        enc(token),
+        enc(id),
+        enc(secret)
+    );
+    let mut stream = TcpStream::connect(host)?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Accept: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let json = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    Ok(value["active"] == true)
+}
+
 fn answer(request: &Request, state: &Mutex<State>) -> (u16, &'static str, String) {
+    admit_introspected(request, state);
+    let answer = answer_now(request, state);
+    if answer.0 == 401
+        && request
+            .header("x-glean-auth-type")
+            .is_some_and(|v| v.eq_ignore_ascii_case("OAUTH"))
+    {
+        gather(state);
+    }
+    answer
+}
+
+/// Waits (at most 10 s) until the refusals [`GleanApi::gather_oauth_refusals`]
+/// holds back are all pending.
+fn gather(state: &Mutex<State>) {
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    match &mut lock().gather {
+        Some((target, count)) if *count < *target => *count += 1,
+        _ => return,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if lock().gather.is_some_and(|(target, count)| count >= target) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn answer_now(request: &Request, state: &Mutex<State>) -> (u16, &'static str, String) {
     let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
     if request.method != "POST" {
         return (405, TEXT, "Method Not Allowed".into());

@@ -17,6 +17,9 @@
 //                                        the official Glean SDK's search.query({query: "test",
 //                                        pageSize: 1}) with gleanApiToken as its apiToken or
 //                                        gleanFetch as its fetcher: {"requestID", "titles"}
+//   glean-sdk-chat SOCKET CREDENTIAL SERVER_URL api-token|fetch [ACT_AS]
+//                                        the same SDK's chat.create with one USER message:
+//                                        {"chatId", "texts"}
 
 import { Glean, HTTPClient } from "@gleanwork/api-client";
 import { Client, TokendError, gleanApiToken, gleanFetch } from "@tokend/client";
@@ -66,7 +69,8 @@ async function run(client: Client, command: string, args: string[]): Promise<voi
       print({ status: res.status, body: await res.text() });
       return;
     }
-    case "glean-sdk": {
+    case "glean-sdk":
+    case "glean-sdk-chat": {
       const [, serverURL, mode, actAs] = args;
       const opts = actAs ? { actAs } : {};
       const glean =
@@ -76,6 +80,16 @@ async function run(client: Client, command: string, args: string[]): Promise<voi
               serverURL,
               httpClient: new HTTPClient({ fetcher: gleanFetch(client, credential, opts) }),
             });
+      if (command === "glean-sdk-chat") {
+        const chat = await glean.client.chat.create({
+          messages: [{ author: "USER", fragments: [{ text: "What are the latest quarterly results?" }] }],
+        });
+        print({
+          chatId: chat.chatId,
+          texts: (chat.messages ?? []).flatMap((m) => (m.fragments ?? []).map((f) => f.text)),
+        });
+        return;
+      }
       const found = await glean.client.search.query({ query: "test", pageSize: 1 });
       print({
         requestID: found.requestID,

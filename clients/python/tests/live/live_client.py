@@ -30,6 +30,10 @@ Commands:
   glean-revoked URL CREDENTIAL REVOKE_URL
                             search through httpx_client, revoke the token at
                             the emulator (POST REVOKE_URL), search again
+  concurrent-revoked URL CREDENTIAL REVOKE_URL N
+                            one search through httpx_client, revoke the token
+                            at the emulator, then N searches at once from N
+                            threads sharing that httpx_client
 """
 
 from __future__ import annotations
@@ -257,6 +261,44 @@ def glean_revoked(url: str, credential: str, revoke_url: str) -> None:
     )
 
 
+def concurrent_revoked(url: str, credential: str, revoke_url: str, n: str) -> None:
+    import threading
+
+    count = int(n)
+    tokend = Client()
+    search = f"{url}/rest/api/v1/search"
+    with httpx_client(credential, client=tokend, timeout=30.0) as http:
+        first = http.post(search, json={"query": "before", "pageSize": 1})
+        before = tokend.headers(credential).fingerprint
+        urllib.request.urlopen(urllib.request.Request(revoke_url, method="POST")).read()
+        barrier = threading.Barrier(count)
+        results: List[Any] = [None] * count
+
+        def one(i: int) -> None:
+            barrier.wait()
+            try:
+                r = http.post(search, json={"query": f"after {i}", "pageSize": 1})
+                results[i] = {"status": r.status_code, "request_id": r.json().get("requestID")}
+            except Exception as e:  # noqa: BLE001 - reported as data
+                results[i] = {"error": f"{type(e).__name__}: {e}"}
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    out(
+        {
+            "first": first.status_code,
+            "before": before,
+            "after": tokend.headers(credential).fingerprint,
+            "statuses": [r.get("status") if r else None for r in results],
+            "errors": [r["error"] for r in results if r and "error" in r],
+            "request_ids": len({r.get("request_id") for r in results if r}),
+        }
+    )
+
+
 COMMANDS: Dict[str, Callable[..., None]] = {
     "headers": headers,
     "errors": errors,
@@ -268,6 +310,7 @@ COMMANDS: Dict[str, Callable[..., None]] = {
     "glean-search": glean_search,
     "glean-chat": glean_chat,
     "glean-revoked": glean_revoked,
+    "concurrent-revoked": concurrent_revoked,
 }
 
 
