@@ -8,6 +8,11 @@
 //! credential's name as associated data so records cannot be swapped. A store
 //! that does not open with the key is refused, never rewritten: losing the
 //! key must not silently destroy refresh tokens someone could still recover.
+//! Nor is a damaged or foreign file: it is judged on a copy in memory first
+//! (see `inspect`), reported as damage rather than as a wrong key, and left
+//! as it was.
+
+mod inspect;
 
 use std::fs::OpenOptions;
 use std::io::Read;
@@ -20,12 +25,15 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use inspect::Verdict;
+
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Open alerts by dedup key (sealed like records: summaries name credentials).
 const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
-/// A known plaintext sealed at creation: opening it proves the key is right
-/// before any record is touched.
+/// A known plaintext sealed at creation: opening it (on a copy of the file,
+/// see `inspect`) proves the key is right before redb may write to the file.
+/// A store without it gets it on the first open whose key opens every record.
 const KEY_CHECK: &[u8] = b"tokend store v1";
 const FORMAT: u8 = 1;
 const NONCE_LEN: usize = 24;
@@ -94,6 +102,38 @@ pub enum StoreError {
         /// The key file's path.
         key: PathBuf,
     },
+    /// The store file is damaged, altered outside tokend, or not a tokend
+    /// store at all. It is left as it was (unless `untouched` is false).
+    #[error(
+        "store {} is damaged or is not a tokend store: {detail}. {}Do not delete it: the \
+         refresh tokens in it may still be recoverable. Keep a copy of it, and restore {} from a \
+         backup made with the same key; to start tokend without it meanwhile, point [store] path \
+         in the config at another file (every oauth_refresh credential will then need \
+         `tokenctl login`)",
+        path.display(), damage_notes(*untouched, key.as_deref()), path.display(),
+    )]
+    Damaged {
+        /// The store file's path.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+        /// The key file, when something in the store authenticates under the
+        /// key: the key is right, the file is not.
+        key: Option<PathBuf>,
+        /// Whether tokend left the file exactly as it found it. It does,
+        /// unless redb failed after the key was found to open the store.
+        untouched: bool,
+    },
+    /// Another process has the store open for writing. Nothing was changed.
+    #[error(
+        "store {} is in use by another process (is another tokend running with it?); tokend \
+         left it untouched. Stop the other process, or give each tokend its own [store] path",
+        path.display()
+    )]
+    InUse {
+        /// The store file's path.
+        path: PathBuf,
+    },
     /// redb failed.
     #[error("store {}: {message}", path.display())]
     Database {
@@ -102,6 +142,19 @@ pub enum StoreError {
         /// What redb reported, or which record is unreadable.
         message: String,
     },
+}
+
+/// What the damage message says about the file's state and the key.
+fn damage_notes(untouched: bool, key: Option<&Path>) -> String {
+    let mut notes = String::from(if untouched {
+        "tokend left it untouched. "
+    } else {
+        "tokend had checked the key and begun opening it, so redb may have written to it. "
+    });
+    if let Some(key) = key {
+        notes += &format!("The key {} is the right one for it. ", key.display());
+    }
+    notes
 }
 
 /// The 32-byte store key, wiped from memory when dropped.
@@ -278,7 +331,11 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the store at `path`, creating it (0600, in a 0700 directory
     /// when that is missing) if absent. Fails without writing anything if the
-    /// key does not open it.
+    /// key does not open it ([`StoreError::WrongKey`]), if the file is
+    /// damaged or not a tokend store ([`StoreError::Damaged`]), or if another
+    /// process has it open ([`StoreError::InUse`]); never panics on a
+    /// damaged file. A store without the key-check record (written before it
+    /// existed) opens when the key opens every record, and gets the record.
     pub fn open(path: &Path, key: &StoreKey) -> Result<Self, StoreError> {
         let io = |what| {
             move |source| StoreError::Io {
@@ -304,35 +361,68 @@ impl Store {
             .open(path)
             .map_err(io("cannot open store"))?;
         check_private(&file, "store", path)?;
-        let existing = file.metadata().map_err(io("cannot inspect store"))?.len() > 0;
         drop(file);
         let cipher = XChaCha20Poly1305::new((&*key.key).into());
-        let wrong = || StoreError::WrongKey {
-            path: path.to_owned(),
-            key: key.path.clone(),
+        // Judge an existing store on a copy before redb opens it for writing:
+        // that open writes (its recovery after a crash commits), so it must
+        // wait until the key is known to open the store.
+        let bytes = inspect::read_store(path)?;
+        // Whether the store holds the key-check record; a new one does not.
+        let key_check = if bytes.is_empty() {
+            false
+        } else {
+            match inspect::judge(&bytes, &cipher) {
+                Verdict::Opens { key_check } => key_check,
+                Verdict::WrongKey => {
+                    return Err(StoreError::WrongKey {
+                        path: path.to_owned(),
+                        key: key.path.clone(),
+                    });
+                }
+                Verdict::Damaged { detail, key_fits } => {
+                    return Err(StoreError::Damaged {
+                        path: path.to_owned(),
+                        detail,
+                        key: key_fits.then(|| key.path.clone()),
+                        untouched: true,
+                    });
+                }
+            }
         };
-        // Check the key through a read-only handle first: opening redb for
-        // writing updates its header, and a store we cannot decrypt must stay
-        // byte for byte as it was. (After a crash redb needs a writable open
-        // to recover; recovery keeps every record, and we check right after.)
-        let mut checked = false;
-        if existing && let Ok(ro) = redb::ReadOnlyDatabase::open(path) {
-            checked = verify_key(&ro, &cipher, path)?.ok_or_else(wrong)?;
-        }
-        let db = redb::Database::create(path).map_err(|e| db_error(path, e))?;
-        if existing && !checked {
-            checked = verify_key(&db, &cipher, path)?.ok_or_else(wrong)?;
-        }
-        let store = Self {
-            db,
-            cipher,
+        drop(bytes);
+        // The key opens the store, or there is none yet: redb may write now.
+        // Its open on the file should not fail where it succeeded on the copy;
+        // if it does (the file changed since, or a redb bug), it is reported,
+        // never a panic.
+        let damaged = |detail: String| StoreError::Damaged {
             path: path.to_owned(),
+            detail,
+            key: Some(key.path.clone()),
+            untouched: false,
         };
-        if !checked {
-            let sealed = store.seal("\0key_check", KEY_CHECK);
-            store.write(META, |t| t.insert("key_check", sealed.as_slice()).map(drop))?;
-        }
-        Ok(store)
+        inspect::caught(|| {
+            let db = redb::Database::create(path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen
+                | redb::DatabaseError::LockProtocolMismatch => StoreError::InUse {
+                    path: path.to_owned(),
+                },
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                    damaged(format!("redb cannot read it ({detail})"))
+                }
+                e => db_error(path, e),
+            })?;
+            let store = Self {
+                db,
+                cipher,
+                path: path.to_owned(),
+            };
+            if !key_check {
+                let sealed = store.seal("\0key_check", KEY_CHECK);
+                store.write(META, |t| t.insert("key_check", sealed.as_slice()).map(drop))?;
+            }
+            Ok(store)
+        })
+        .unwrap_or_else(|panic| Err(damaged(panic)))
     }
 
     /// The record for `name`, if any. Blocking (disk): call from
@@ -499,41 +589,6 @@ pub async fn blocking<T: Send + 'static>(
             path: "(store task)".into(),
             message: e.to_string(),
         })?
-}
-
-/// Checks the key against the key-check record and every record, so a wrong
-/// key is found before anything is written. `Ok(Some(true))`: the key opens
-/// everything; `Ok(Some(false))`: a store without a key-check record yet
-/// (new); `Ok(None)`: the key is wrong.
-fn verify_key(
-    db: &impl ReadableDatabase,
-    cipher: &XChaCha20Poly1305,
-    path: &Path,
-) -> Result<Option<bool>, StoreError> {
-    let read = db.begin_read().map_err(|e| db_error(path, e))?;
-    let check = match read.open_table(META) {
-        Ok(t) => t
-            .get("key_check")
-            .map_err(|e| db_error(path, e))?
-            .map(|v| v.value().to_vec()),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(db_error(path, e)),
-    };
-    let Some(sealed) = check else {
-        return Ok(Some(false));
-    };
-    if open_sealed(cipher, "\0key_check", &sealed).is_none_or(|p| p.as_slice() != KEY_CHECK) {
-        return Ok(None);
-    }
-    if let Ok(records) = read.open_table(RECORDS) {
-        for entry in records.iter().map_err(|e| db_error(path, e))? {
-            let (k, v) = entry.map_err(|e| db_error(path, e))?;
-            if open_sealed(cipher, k.value(), v.value()).is_none() {
-                return Ok(None);
-            }
-        }
-    }
-    Ok(Some(true))
 }
 
 /// Decrypts a sealed value; `None` if it is malformed or fails
