@@ -481,7 +481,7 @@ async fn faults_back_off_keep_serving_the_valid_token_and_recover() {
         let mut admin = daemon.admin().await;
         tokio::spawn(async move {
             let _ = admin
-                .refresh(tokend::proto::RefreshRequest {
+                .refresh(RefreshRequest {
                     credential: "glue".into(),
                 })
                 .await;
