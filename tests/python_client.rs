@@ -492,7 +492,17 @@ fn start_glean() -> (Workdir, Daemon, GleanApi, Hostile) {
     let api = GleanApi::start();
     api.add_token(CANARY, Permission::User, &["SEARCH"], None);
     api.add_token(GLOBAL_SECRET, Permission::Global, &["SEARCH", "CHAT"], None);
+    api.add_token(
+        USER_CHAT_SECRET,
+        Permission::User,
+        &["SEARCH", "CHAT"],
+        None,
+    );
     let extra = [
+        Glean::user("user-chat")
+            .scopes(r#"["SEARCH", "CHAT"]"#)
+            .secret_file("user-chat.secret")
+            .to_string(),
         Glean::global("global-api")
             .scopes(r#"["SEARCH", "CHAT"]"#)
             .secret_file("global-api.secret")
@@ -518,13 +528,18 @@ allow = {{ uids = [0] }}
     let (work, daemon) = start_with(
         &hostile.token_endpoint(),
         &extra,
-        &[("global-api.secret", GLOBAL_SECRET)],
+        &[
+            ("global-api.secret", GLOBAL_SECRET),
+            ("user-chat.secret", USER_CHAT_SECRET),
+        ],
     );
     (work, daemon, api, hostile)
 }
 
 /// The global token `global-api` holds in the emulator tests.
 const GLOBAL_SECRET: &str = "glean_global_emulated";
+/// The user token with CHAT that `user-chat` holds in the emulator tests.
+const USER_CHAT_SECRET: &str = "glean_user_chat_emulated";
 
 /// `Glean(api_token=api_token("user"), server_url=...)`:
 /// `client.search.query` reaches the API with the daemon's token.
@@ -545,6 +560,22 @@ fn the_glean_sdk_searches_with_api_token() {
         (seen[0].act_as.as_deref(), seen[0].auth_type.as_deref()),
         (None, None)
     );
+}
+
+/// `Glean(api_token=api_token("user-chat"))`: `client.chat.create` too.
+#[test]
+fn the_glean_sdk_chats_with_api_token() {
+    let (_work, daemon, api, _hostile) = start_glean();
+    let chat = live(
+        &daemon,
+        &["glean-chat", &api.url(), "user-chat", "api_token"],
+    );
+    assert_eq!(chat["texts"], json!(["Revenue grew 1%."]), "{chat}");
+    assert_eq!(chat["chat_id"], "chat-1", "{chat}");
+    let seen = api.seen();
+    assert_eq!(seen_summary(&seen), [(CHAT_PATH.to_owned(), 200)]);
+    assert!(seen[0].token == USER_CHAT_SECRET, "not the daemon's token");
+    assert_eq!(seen[0].act_as, None);
 }
 
 /// `api_token` cannot carry X-Glean-ActAs: with a global token the SDK's
@@ -583,7 +614,13 @@ fn the_glean_sdk_searches_and_chats_as_a_global_token_through_httpx_client() {
     );
     let chat = live(
         &daemon,
-        &["glean-chat", &api.url(), "global-api", "bob@corp.example"],
+        &[
+            "glean-chat",
+            &api.url(),
+            "global-api",
+            "httpx",
+            "bob@corp.example",
+        ],
     );
     assert_eq!(chat["texts"], json!(["Revenue grew 2%."]), "{chat}");
     assert_eq!(chat["chat_id"], "chat-2", "{chat}");

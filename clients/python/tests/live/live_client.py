@@ -25,8 +25,9 @@ Commands:
                             glean-api-client's client.search.query at URL,
                             authenticated by api_token (MODE api_token) or
                             httpx_client (MODE httpx)
-  glean-chat URL CREDENTIAL ACT_AS
-                            client.chat.create through httpx_client
+  glean-chat URL CREDENTIAL MODE [ACT_AS]
+                            client.chat.create, authenticated as for
+                            glean-search
   glean-revoked URL CREDENTIAL REVOKE_URL
                             search through httpx_client, revoke the token at
                             the emulator (POST REVOKE_URL), search again
@@ -228,10 +229,10 @@ def glean_search(url: str, credential: str, mode: str, act_as: Optional[str] = N
     out({"results": [r.title for r in response.results or []], "request_id": response.request_id})
 
 
-def glean_chat(url: str, credential: str, act_as: str) -> None:
+def glean_chat(url: str, credential: str, mode: str, act_as: Optional[str] = None) -> None:
     from glean.api_client import models
 
-    with glean(url, credential, "httpx", act_as) as client:
+    with glean(url, credential, mode, act_as) as client:
         response = client.client.chat.create(
             messages=[
                 {
