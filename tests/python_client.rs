@@ -578,6 +578,30 @@ fn the_glean_sdk_chats_with_api_token() {
     assert_eq!(seen[0].act_as, None);
 }
 
+/// `Glean(client=httpx_client("glean-oauth"))`: search and chat with an
+/// OAuth token, sent with X-Glean-Auth-Type: OAUTH.
+#[test]
+fn the_glean_sdk_searches_and_chats_with_an_oauth_credential() {
+    let (_work, daemon, api, _hostile) = start_glean();
+    let search = live(
+        &daemon,
+        &["glean-search", &api.url(), "glean-oauth", "httpx"],
+    );
+    assert_eq!(
+        search["results"],
+        json!(["Quarterly report Q1"]),
+        "{search}"
+    );
+    let chat = live(&daemon, &["glean-chat", &api.url(), "glean-oauth", "httpx"]);
+    assert!(chat["chat_id"].is_string(), "{chat}");
+    let seen = api.seen();
+    assert_eq!(
+        seen_summary(&seen),
+        [(SEARCH_PATH.to_owned(), 200), (CHAT_PATH.to_owned(), 200)]
+    );
+    assert!(seen.iter().all(|s| s.auth_type.as_deref() == Some("OAUTH")));
+}
+
 /// `api_token` cannot carry X-Glean-ActAs: with a global token the SDK's
 /// call fails on tokend's refusal before any request reaches Glean.
 #[test]

@@ -837,6 +837,18 @@ allow = {{ uids = [0] }}
         (200, "glean_oauth_access_1", Some("OAUTH"))
     );
     assert_eq!(glean.issued(), 1);
+    let got = chat("glean-oauth", "fetch", None);
+    assert!(got["chatId"].as_str().is_some(), "{got}");
+    let seen = last();
+    assert_eq!(
+        (
+            seen.path.as_str(),
+            seen.status,
+            seen.token.as_str(),
+            seen.auth_type.as_deref()
+        ),
+        (CHAT_PATH, 200, "glean_oauth_access_1", Some("OAUTH"))
+    );
 
     // Glean revokes every OAuth token: the 401 reports it, tokend fetches
     // a new one, and the one retry succeeds.
