@@ -135,10 +135,12 @@ pub enum CheckError {
     Failed(String),
 }
 
-/// Verifies credential `name` for real and says what was found: a Glean
-/// token makes Glean's test search on `instance` (default: the
-/// credential's); an OAuth credential is refreshed and its new token's
-/// claims shown.
+/// Verifies credential `name` for real and says what was found: Glean's test
+/// search on `instance` (default: the credential's) with the headers the
+/// daemon serves. For an OAuth credential the token is described too (its
+/// expiry, and its claims when it is a JWT); without an instance that is all
+/// the check can do. Nothing here needs admin rights: it is one fetch, as
+/// any caller the credential allows may make.
 pub async fn run(
     client: &tokend_client::Client,
     name: &str,
@@ -153,41 +155,99 @@ pub async fn run(
         .ok_or_else(|| {
             CheckError::NotFound(format!("no credential named `{name}` that you may use"))
         })?;
-    if status.kind != crate::credential::CredentialKind::GleanToken.as_str() {
-        return oauth(client, name).await;
-    }
-    let instance = instance.or(status.instance).ok_or_else(|| {
-        CheckError::NoInstance(format!(
-            "`{name}` has no instance: set instance in its config or pass --instance"
-        ))
-    })?;
+    let oauth = status.kind != crate::credential::CredentialKind::GleanToken.as_str();
+    let instance = instance.or(status.instance);
     let mut request = tokend_client::HeadersRequest::new(name);
     request.act_as.clone_from(&act_as);
     let headers = client.headers(&request).await?;
-    let headers: Vec<(String, String)> = headers
+    let token = oauth.then(|| describe_token(&headers));
+    let Some(instance) = instance else {
+        return match token {
+            Some(token) => Ok(format!(
+                "ok: `{name}` has a token; set its `instance` (or pass --instance URL) to test \
+                 it against Glean\n{token}"
+            )),
+            None => Err(CheckError::NoInstance(format!(
+                "`{name}` has no instance: set instance in its config or pass --instance"
+            ))),
+        };
+    };
+    let pairs: Vec<(String, String)> = headers
         .iter()
         .map(|(n, v)| (n.to_owned(), v.to_owned()))
         .collect();
-    let verdict = search(&instance, &headers, Duration::from_secs(15))
+    let verdict = search(&instance, &pairs, Duration::from_secs(15))
         .await
         .map_err(CheckError::Unreachable)?;
-    let advice = verdict.advice(name, act_as.as_deref(), false);
+    let advice = match &token {
+        Some(_) => oauth_advice(&verdict, name, &headers),
+        None => verdict.advice(name, act_as.as_deref(), false),
+    };
+    let text = match token {
+        Some(token) => format!("{advice}\n{token}"),
+        None => advice,
+    };
     if verdict.is_ok() {
-        Ok(advice)
+        Ok(text)
     } else {
-        Err(CheckError::Failed(advice))
+        Err(CheckError::Failed(text))
     }
 }
 
-/// OAuth: renew for real, then show what the server issued.
-async fn oauth(client: &tokend_client::Client, name: &str) -> Result<String, CheckError> {
-    client.refresh(name).await?;
-    let headers = client
-        .headers(&tokend_client::HeadersRequest::new(name))
-        .await?;
+/// What Glean's answer means for an OAuth token, after Glean's guide to
+/// OAuth access tokens: they are user tokens with every scope, accepted only
+/// with `X-Glean-Auth-Type: OAUTH` once an admin allows OAuth token-based
+/// access for the issuer and client id.
+fn oauth_advice(verdict: &Verdict, name: &str, headers: &tokend_client::Headers) -> String {
+    let claims = crate::oauth::jwt_claims(headers.bearer_token().unwrap_or_default());
+    let claim = |keys: &[&str]| {
+        let claims = claims.as_ref()?;
+        keys.iter()
+            .find_map(|k| claims.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+    };
+    let auth_type = headers.get(crate::glean::AUTH_TYPE_HEADER).is_some();
+    match verdict {
+        Verdict::TokenRejected if !auth_type => format!(
+            "Glean answered 401: `{name}` sends no {header} header, so Glean took its OAuth \
+             token for a Glean-issued one; add extra_headers = {{ \"{header}\" = \"OAUTH\" }} \
+             to the credential, as Glean requires for every OAuth access token",
+            header = crate::glean::AUTH_TYPE_HEADER
+        ),
+        Verdict::TokenRejected if claims.is_some() => format!(
+            "Glean answered 401 to a well-formed OAuth token of `{name}`: usually OAuth \
+             token-based access is off in Glean's Client API settings (\"Allow OAuth \
+             token-based access\"), or the issuer{issuer} or this client ID{client} is not in \
+             its allowed list, or the setting has not taken effect yet (up to 10 minutes after \
+             saving); if all that is right, log in again with `tokenctl login {name}`",
+            issuer = claim(&["iss"])
+                .map(|i| format!(" ({i})"))
+                .unwrap_or_default(),
+            client = claim(&["azp", "client_id", "cid", "appid"])
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default(),
+        ),
+        Verdict::TokenRejected => format!(
+            "Glean answered 401: the token of `{name}` is invalid, expired or not for this \
+             instance; log in again with `tokenctl login {name}`, and check that OAuth \
+             token-based access is on in Glean's Client API settings for this client ID \
+             (changes take up to 10 minutes)"
+        ),
+        Verdict::MissingScope { .. } => format!(
+            "Glean answered 403: OAuth tokens carry every scope, so the user{user} behind the \
+             token of `{name}` may not search in Glean; check that user's access in Glean",
+            user = claim(&["email", "preferred_username", "upn", "sub"])
+                .map(|u| format!(" ({u})"))
+                .unwrap_or_default(),
+        ),
+        other => other.advice(name, None, true),
+    }
+}
+
+/// The token's expiry and, for a JWT, its claims: what an OAuth check shows.
+fn describe_token(headers: &tokend_client::Headers) -> String {
     let expires_at = headers.expires_at;
     let mut out = format!(
-        "ok: `{name}` refreshed; token expires in {} (at {})\n",
+        "token expires in {} (at {})\n",
         crate::clock::expires_in(expires_at, jiff::Timestamp::now()),
         expires_at.map_or_else(|| "never".into(), |t| t.to_string())
     );
@@ -202,7 +262,7 @@ async fn oauth(client: &tokend_client::Client, name: &str) -> Result<String, Che
         }
         None => out.push_str("the access token is opaque (not a JWT)\n"),
     }
-    Ok(out.trim_end().to_owned())
+    out.trim_end().to_owned()
 }
 
 #[cfg(test)]

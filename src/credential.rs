@@ -151,6 +151,10 @@ pub struct OAuthCredential {
     pub issuer: Option<String>,
     /// Where token requests go; `None` to discover it from `issuer`.
     pub token_endpoint: Option<String>,
+    /// The Glean backend its tokens are for (Glean's own authorization
+    /// server, or SSO tokens sent with `X-Glean-Auth-Type: OAUTH`), for
+    /// `tokenctl check`.
+    pub instance: Option<String>,
     /// Where `tokenctl login` receives the authorization code.
     pub redirect_uri: String,
     /// The client id, secret and scopes sent to the token endpoint.
@@ -244,13 +248,22 @@ impl Credential {
 }
 
 /// Who may call the administrative parts of the API (and see every
-/// credential's status). Root always may.
+/// credential's status). Root always may, and so does the user the daemon
+/// runs as: a developer who starts tokend under their own uid administers
+/// it without listing themselves, and the service user can already read
+/// everything the daemon holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Admins(pub Principals);
 
 impl Admins {
-    /// Whether `peer` is root or one of the configured admins.
+    /// Whether `peer` is root, the daemon's own user or a configured admin.
     pub fn admits(&self, peer: &Peer) -> bool {
-        peer.uid == 0 || self.0.admits(peer)
+        peer.uid == 0 || peer.uid == own_uid() || self.0.admits(peer)
     }
+}
+
+/// The daemon's effective uid, read once.
+fn own_uid() -> u32 {
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| nix::unistd::geteuid().as_raw())
 }

@@ -11,6 +11,10 @@ use std::str::FromStr;
 /// Header a global token must carry to name the user it acts for.
 pub const ACT_AS_HEADER: &str = "X-Glean-ActAs";
 
+/// Header that tells Glean a bearer token is an OAuth access token (from
+/// Glean's authorization server or an SSO provider), not a Glean-issued one.
+pub const AUTH_TYPE_HEADER: &str = "X-Glean-Auth-Type";
+
 /// Who a Glean token acts for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Permission {

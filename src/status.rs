@@ -52,7 +52,7 @@ impl Status {
                 g.owner.clone(),
                 g.instance.clone(),
             ),
-            Kind::OAuth(o) => (None, o.client.scopes.clone(), None, None),
+            Kind::OAuth(o) => (None, o.client.scopes.clone(), None, o.instance.clone()),
         };
         let state = snap.state_at(now);
         let last_error = match (state, &snap.last_error, &c.kind) {

@@ -321,7 +321,7 @@ async fn tokenctl_prints_headers_json_and_status_and_exits_by_outcome() {
         (
             &["headers", "user", "--act-as", "a@corp.example"],
             2,
-            "drop act_as",
+            "drop --act-as",
         ),
     ] {
         let out = work.tokenctl(args);

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::fixtures::Glean;
+use common::fixtures::{Glean, OAuth};
 use common::oidc::{OidcServer, POST_CLIENT};
 use common::{Daemon, Workdir, assert_no_secret};
 use tokend::proto::GetHeadersRequest;
@@ -506,4 +506,134 @@ fn completions_and_man_page_come_from_the_cli_definition() {
         text.contains(".TH tokenctl") && text.contains("Exit status"),
         "{text}"
     );
+}
+
+/// `check` on OAuth credentials, as a caller the credentials allow but who
+/// is no admin: Glean's test search with the OAuth headers, against
+/// emulated Glean instances that answer 200, 401 (OAuth access not set up
+/// for this issuer and client), 403 (the user may not search), and 401 for
+/// a credential that forgot `X-Glean-Auth-Type: OAUTH`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_oauth_credentials_searches_glean_without_admin_rights() {
+    use common::glean_api::GleanApi;
+    use tokend::oauth::AuthMethod;
+    use tokend::proto::PutRefreshTokenRequest;
+    const CALLER: u32 = 4710;
+    const CLIENTS: u32 = 4700;
+
+    common::require_root();
+    let work = Workdir::new();
+    common::write_secret(&work.path().join("client-secret"), POST_CLIENT.1);
+    let server = OidcServer::start(3600, &work.path().join("oidc.log"));
+    let works = GleanApi::start();
+    works.trust_issuer(&server.issuer, POST_CLIENT);
+    let not_set_up = GleanApi::start();
+    let forbidden = GleanApi::start();
+    forbidden.trust_issuer(&server.issuer, POST_CLIENT);
+    forbidden.forbid_oauth();
+    let oauth = "extra_headers = { \"X-Glean-Auth-Type\" = \"OAUTH\" }";
+    let mut text = work.store_section();
+    for (name, instance, headers) in [
+        ("works", works.url(), oauth),
+        ("not-set-up", not_set_up.url(), oauth),
+        ("forbidden", forbidden.url(), oauth),
+        ("no-auth-type", works.url(), ""),
+        ("no-instance", String::new(), oauth),
+    ] {
+        let mut credential = OAuth::refresh(name, &server.issuer, POST_CLIENT.0)
+            .with(r#"scopes = ["api"]"#)
+            .min_valid("5s")
+            .with(headers)
+            .allow(format!("{{ uids = [0, {CALLER}] }}"));
+        if !instance.is_empty() {
+            credential = credential.with(format!("instance = \"{instance}\""));
+        }
+        text.push_str(&credential.to_string());
+    }
+    work.write_config(&format!("socket_group = {CLIENTS}"), &text);
+    let daemon = Daemon::start(&work);
+    let mut admin = daemon.admin().await;
+    for name in [
+        "works",
+        "not-set-up",
+        "forbidden",
+        "no-auth-type",
+        "no-instance",
+    ] {
+        let tokens = server
+            .login(POST_CLIENT, AuthMethod::ClientSecretPost)
+            .await;
+        admin
+            .put_refresh_token(PutRefreshTokenRequest {
+                credential: name.into(),
+                refresh_token: secrecy::ExposeSecret::expose_secret(
+                    &tokens.refresh_token.expect("a refresh token"),
+                )
+                .to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("PutRefreshToken");
+    }
+    let before = works.seen().len();
+    for (name, code, advice) in [
+        ("works", 0, "ok: `works` works (test search answered 200)"),
+        (
+            "not-set-up",
+            5,
+            "OAuth token-based access is off in Glean's Client API settings",
+        ),
+        ("not-set-up", 5, "(tokend-post) is not in its allowed list"),
+        ("not-set-up", 5, "up to 10 minutes"),
+        ("forbidden", 5, "OAuth tokens carry every scope"),
+        (
+            "no-auth-type",
+            5,
+            "add extra_headers = { \"X-Glean-Auth-Type\" = \"OAUTH\" }",
+        ),
+        (
+            "no-instance",
+            0,
+            "set its `instance` (or pass --instance URL)",
+        ),
+    ] {
+        let out = tokio::task::spawn_blocking({
+            let (ctl, socket) = (work.path().join("tokenctl"), work.socket());
+            move || {
+                std::process::Command::new("setpriv")
+                    .arg(format!("--reuid={CALLER}"))
+                    .arg(format!("--regid={CLIENTS}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(ctl)
+                    .arg("--socket")
+                    .arg(socket)
+                    .args(["check", name])
+                    .output()
+                    .expect(
+                        "run setpriv (util-linux); install it with `apt-get install util-linux`",
+                    )
+            }
+        })
+        .await
+        .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(code), "{name}: {text}");
+        assert!(text.contains(advice), "{name}: wanted {advice:?} in {text}");
+        assert!(
+            text.contains("JWT claims (signature NOT verified"),
+            "{name}: {text}"
+        );
+        assert!(!text.contains("admin_uids"), "{name} needed admin: {text}");
+    }
+    // The search really went to Glean with the OAuth headers.
+    let seen = works.seen();
+    assert_eq!(seen.len() - before, 2, "{seen:?}");
+    assert_eq!(seen[before].status, 200);
+    assert_eq!(seen[before].auth_type.as_deref(), Some("OAUTH"));
+    assert_eq!(seen[before + 1].auth_type, None);
 }

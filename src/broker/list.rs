@@ -19,6 +19,17 @@ impl Broker {
         self.statuses(now, |_| true)
     }
 
+    /// The names of the credentials `peer` may fetch (admin or not), sorted.
+    pub fn fetchable(&self, peer: &Peer) -> Vec<String> {
+        let slots = self.slots.load();
+        slots
+            .names
+            .iter()
+            .filter(|n| slots.map.get(*n).is_some_and(|s| s.credential.admits(peer)))
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// Whether `peer` may see credential `name` (alerts about it, say).
     pub fn visible(&self, peer: &Peer, name: &str) -> bool {
         self.is_admin(peer)

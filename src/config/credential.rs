@@ -116,15 +116,7 @@ impl Context<'_> {
             None
         });
         self.act_as_rules(raw, permission, field);
-        // `tokenctl check` sends the token there.
-        let instance = self
-            .url(
-                &raw.instance,
-                &field("instance"),
-                Cleartext::LoopbackOnly,
-                "https://acme-be.glean.com",
-            )
-            .map(|u| u.trim_end_matches('/').to_owned());
+        let instance = self.instance(raw, field);
         let secret = self.glean_secret(raw, field);
         Some(GleanToken {
             permission: permission?,
@@ -134,6 +126,18 @@ impl Context<'_> {
             instance,
             secret: secret?,
         })
+    }
+
+    /// The Glean backend the credential is for: `tokenctl check` sends its
+    /// test search there.
+    fn instance(&mut self, raw: &RawCredential, field: Field<'_>) -> Option<String> {
+        self.url(
+            &raw.instance,
+            &field("instance"),
+            Cleartext::LoopbackOnly,
+            "https://acme-be.glean.com",
+        )
+        .map(|u| u.trim_end_matches('/').to_owned())
     }
 
     fn permission(&mut self, raw: &RawCredential, field: Field<'_>) -> Option<Permission> {
@@ -278,6 +282,7 @@ impl Context<'_> {
             "refresh_fraction",
             "default_lifetime",
             "owner",
+            "instance",
         ];
         if grant == OAuthGrant::RefreshToken {
             allowed.extend(["redirect_uri", "refresh_token_lifetime"]);
@@ -324,10 +329,12 @@ impl Context<'_> {
             )
         });
         let schedule = self.schedule(raw, field);
+        let instance = self.instance(raw, field);
         Some(OAuthCredential {
             grant,
             issuer,
             token_endpoint,
+            instance,
             redirect_uri,
             client: client?,
             extra_headers,

@@ -31,12 +31,13 @@ impl GrpcMetrics<()> {
 }
 
 /// The methods tokend serves, as static metric labels.
-const METHODS: [&str; 17] = [
+const METHODS: [&str; 18] = [
     "GetHeaders",
     "WatchHeaders",
     "Invalidate",
     "ListCredentials",
     "ListAlerts",
+    "WhoAmI",
     "Refresh",
     "PutRefreshToken",
     "ImportSecret",

@@ -209,6 +209,21 @@ impl TokenBroker for BrokerService {
             credentials,
         }))
     }
+
+    async fn who_am_i(
+        &self,
+        req: Request<proto::WhoAmIRequest>,
+    ) -> Result<Response<proto::WhoAmIResponse>, Status> {
+        let peer = peer(&req)?;
+        Ok(Response::new(proto::WhoAmIResponse {
+            uid: peer.uid,
+            gid: peer.gid,
+            groups: peer.groups.to_vec(),
+            pid: peer.pid.unwrap_or(0),
+            admin: self.broker.is_admin(&peer),
+            credentials: self.broker.fetchable(&peer),
+        }))
+    }
 }
 
 /// Audit lines about refused calls allowed per uid per [`DENIED_WINDOW`];

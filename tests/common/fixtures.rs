@@ -59,6 +59,18 @@ impl Glean {
         self
     }
 
+    /// The secret from environment variable `var`.
+    pub fn secret_env(mut self, var: &str) -> Self {
+        self.secret = format!("{{ env = \"{var}\" }}");
+        self
+    }
+
+    /// Who may fetch it, as a TOML table or array.
+    pub fn allow(mut self, allow: impl Into<String>) -> Self {
+        self.allow = allow.into();
+        self
+    }
+
     /// The secret imported into the store (`tokenctl import`).
     pub fn stored(mut self) -> Self {
         self.secret = "{ store = true }".into();
@@ -90,6 +102,7 @@ impl fmt::Display for Glean {
 #[derive(Clone, Debug)]
 pub struct OAuth {
     lines: Vec<String>,
+    allow: String,
 }
 
 impl OAuth {
@@ -105,6 +118,7 @@ impl OAuth {
                 r#"client_secret = { file = "client-secret" }"#.into(),
                 r#"auth_method = "client_secret_post""#.into(),
             ],
+            allow: "{ uids = [0] }".into(),
         }
     }
 
@@ -121,6 +135,7 @@ impl OAuth {
                 r#"auth_method = "client_secret_basic""#.into(),
                 r#"extra_params = { subject = "wks_123", redirect_uri = "https://glue.example/callback" }"#.into(),
             ],
+            allow: "{ uids = [0] }".into(),
         }
     }
 
@@ -133,13 +148,19 @@ impl OAuth {
         self.lines.push(line.into());
         self
     }
+
+    /// Who may fetch it, as a TOML table or array.
+    pub fn allow(mut self, allow: impl Into<String>) -> Self {
+        self.allow = allow.into();
+        self
+    }
 }
 
 impl fmt::Display for OAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "\n[[credential]]")?;
         self.lines.iter().try_for_each(|l| writeln!(f, "{l}"))?;
-        writeln!(f, "allow = {{ uids = [0] }}")
+        writeln!(f, "allow = {}", self.allow)
     }
 }
 

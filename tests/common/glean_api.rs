@@ -80,6 +80,8 @@ struct State {
     /// OAuth refusals (401s) held back until this many are pending, and
     /// how many have arrived.
     gather: Option<(usize, usize)>,
+    /// OAuth tokens are accepted but their user may not use the API: 403.
+    oauth_forbidden: bool,
 }
 
 /// A running emulator; its threads end with the test process.
@@ -182,6 +184,12 @@ impl GleanApi {
     /// hears of it.
     pub fn gather_oauth_refusals(&self, n: usize) {
         self.lock().gather = Some((n, 0));
+    }
+
+    /// From now on, OAuth tokens it accepts belong to a user who may not use
+    /// the API: 403, as Glean answers a user without access.
+    pub fn forbid_oauth(&self) {
+        self.lock().oauth_forbidden = true;
     }
 
     /// The API requests so far (search and chat), in order.
@@ -528,6 +536,7 @@ fn judge(request: &Request, state: &State) -> (u16, &'static str, String) {
         .is_some_and(|v| v.eq_ignore_ascii_case("OAUTH"));
     let (permission, scopes): (Permission, Option<&[String]>) = if oauth {
         match state.oauth.get(token) {
+            Some(false) if state.oauth_forbidden => return (403, TEXT, "Forbidden".into()),
             Some(false) => (Permission::User, None),
             _ => return unauthorized,
         }

@@ -13,7 +13,7 @@ use crate::proto::admin_client::AdminClient;
 use crate::proto::token_broker_client::TokenBrokerClient;
 use crate::{
     Alert, ConnectError, CredentialStatus, Error, Headers, HeadersRequest, LoginInfo, Refreshed,
-    Reloaded, proto,
+    Reloaded, WhoAmI, proto,
 };
 
 /// A connection to tokend, shared by all calls.
@@ -133,6 +133,13 @@ impl Client {
             .into_iter()
             .map(Alert::from)
             .collect())
+    }
+
+    /// Who the daemon sees on this connection, whether that is an admin, and
+    /// which credentials it may fetch.
+    pub async fn whoami(&self) -> Result<WhoAmI, Error> {
+        let response = self.broker().who_am_i(proto::WhoAmIRequest {}).await?;
+        Ok(WhoAmI::from(response.into_inner()))
     }
 
     /// Admin: refreshes `credential` now, whatever its schedule, and answers

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::proto;
 use crate::types::{
-    Alert, CredentialStatus, Headers, HeadersRequest, LoginInfo, Refreshed, Reloaded, State,
+    Alert, CredentialStatus, Headers, HeadersRequest, LoginInfo, Refreshed, Reloaded, State, WhoAmI,
 };
 
 /// The largest duration protobuf allows (about 10 000 years, per
@@ -178,6 +178,19 @@ impl From<proto::BeginLoginResponse> for LoginInfo {
             client_id: r.client_id,
             scopes: r.scopes,
             redirect_uri: r.redirect_uri,
+        }
+    }
+}
+
+impl From<proto::WhoAmIResponse> for WhoAmI {
+    fn from(r: proto::WhoAmIResponse) -> Self {
+        Self {
+            uid: r.uid,
+            gid: r.gid,
+            groups: r.groups,
+            pid: (r.pid > 0).then_some(r.pid),
+            admin: r.admin,
+            credentials: r.credentials,
         }
     }
 }

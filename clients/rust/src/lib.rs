@@ -57,7 +57,7 @@ pub use client::Client;
 pub use connect::{ConnectError, channel};
 pub use error::Error;
 pub use types::{
-    Alert, CredentialStatus, Headers, HeadersRequest, LoginInfo, Refreshed, Reloaded, State,
+    Alert, CredentialStatus, Headers, HeadersRequest, LoginInfo, Refreshed, Reloaded, State, WhoAmI,
 };
 
 /// Re-exported so callers name timestamps, secrets and gRPC codes with the

@@ -282,6 +282,24 @@ pub struct LoginInfo {
     pub redirect_uri: String,
 }
 
+/// Who the daemon sees on a connection, from [`Client::whoami`](crate::Client::whoami).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoAmI {
+    /// The caller's uid.
+    pub uid: u32,
+    /// The caller's primary gid.
+    pub gid: u32,
+    /// Supplementary groups, without the primary one.
+    pub groups: Vec<u32>,
+    /// `None` when the caller is in another pid namespace.
+    pub pid: Option<i32>,
+    /// Whether the caller may use the admin commands (and sees every
+    /// credential's status).
+    pub admin: bool,
+    /// The credentials whose `allow` admits the caller, sorted.
+    pub credentials: Vec<String>,
+}
+
 /// What a config reload changed, by credential name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reloaded {

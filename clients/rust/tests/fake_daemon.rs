@@ -122,6 +122,20 @@ impl TokenBroker for Fake {
         }))
     }
 
+    async fn who_am_i(
+        &self,
+        _: Request<proto::WhoAmIRequest>,
+    ) -> Result<Response<proto::WhoAmIResponse>, Status> {
+        Ok(Response::new(proto::WhoAmIResponse {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![27],
+            pid: 0,
+            admin: false,
+            credentials: vec!["gmail".into()],
+        }))
+    }
+
     async fn list_credentials(
         &self,
         _: Request<proto::ListCredentialsRequest>,
@@ -431,6 +445,19 @@ async fn watch_ends_with_the_daemon_error() {
         panic!("watching a missing credential succeeded");
     };
     assert!(matches!(e, Error::NotFound(_)));
+}
+
+#[tokio::test]
+async fn whoami_reads_an_absent_pid_as_none() {
+    let d = start().await;
+    let me = d.client.whoami().await.unwrap();
+    assert_eq!(
+        (me.uid, me.gid, me.groups.as_slice()),
+        (1000, 1000, &[27][..])
+    );
+    assert_eq!(me.pid, None, "pid 0 means another pid namespace");
+    assert!(!me.admin);
+    assert_eq!(me.credentials, ["gmail"]);
 }
 
 #[tokio::test]

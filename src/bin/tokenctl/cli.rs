@@ -29,6 +29,13 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show who the daemon sees you as: uid, groups, pid, whether you are an
+    /// admin, and which credentials you may fetch.
+    Whoami {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a credential's headers as `Name: value` lines (for `curl -H @-`).
     Headers(Fetch),
     /// Print a credential's headers and expiry as JSON.

@@ -85,6 +85,39 @@ impl From<CheckError> for Failure {
     }
 }
 
+/// The daemon's refusals speak of the API's `act_as` field; tokenctl's user
+/// types `--act-as EMAIL`. A refused `act_as` is told in those terms (the
+/// credential's permission, looked up only on this error path, says which
+/// way round it is); anything else passes through as the daemon said it.
+async fn in_cli_terms<T>(
+    client: &Client,
+    request: &tokend_client::HeadersRequest,
+    answer: Result<T, Error>,
+) -> Result<T, Failure> {
+    let e = match answer {
+        Err(e @ Error::InvalidArgument(_)) => e,
+        other => return Ok(other?),
+    };
+    let name = &request.credential;
+    let permission = match client.status().await {
+        Ok(list) => list
+            .into_iter()
+            .find(|c| &c.name == name)
+            .and_then(|c| c.permission),
+        Err(_) => None,
+    };
+    let message = match (permission.as_deref(), &request.act_as) {
+        (Some("global"), None) => format!(
+            "`{name}` is a global Glean token: pass --act-as EMAIL, the Glean user each request              acts as (within the credential's allow.act_as patterns)"
+        ),
+        (Some(p), Some(_)) if p != "global" => format!(
+            "`{name}` is a {p} Glean token, which cannot act as another user: drop --act-as"
+        ),
+        _ => return Err(e.into()),
+    };
+    Err(fail(exit::USAGE, message))
+}
+
 fn fail(code: u8, message: String) -> Failure {
     Failure { code, message }
 }
@@ -119,11 +152,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     let client = Client::connect(&cli.socket).await.map_err(Error::from)?;
     match cli.command {
-        Command::Status { json } => output::status(&client.status().await?, json),
-        Command::Headers(fetch) => output::headers(&client.headers(&fetch.request()).await?),
+        Command::Status { json } => {
+            let list = client.status().await?;
+            output::status(&list, json);
+            if list.is_empty() {
+                output::nothing_allowed(&client.whoami().await?);
+            }
+        }
+        Command::Whoami { json } => output::whoami(&client.whoami().await?, json),
+        Command::Headers(fetch) => {
+            let request = fetch.request();
+            let headers = client.headers(&request).await;
+            output::headers(&in_cli_terms(&client, &request, headers).await?);
+        }
         Command::Get { fetch, json: _ } => {
-            let name = fetch.name.clone();
-            output::get(&name, &client.headers(&fetch.request()).await?);
+            let request = fetch.request();
+            let headers = client.headers(&request).await;
+            output::get(
+                &request.credential,
+                &in_cli_terms(&client, &request, headers).await?,
+            );
         }
         Command::Refresh { name } => output::refreshed(&name, &client.refresh(&name).await?),
         Command::Import { name, expires_at } => {
@@ -163,7 +211,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             name,
             act_as,
             instance,
-        } => output::line(&check::run(&client, &name, act_as, instance).await?),
+        } => {
+            let mut request = tokend_client::HeadersRequest::new(&name);
+            request.act_as.clone_from(&act_as);
+            match check::run(&client, &name, act_as, instance).await {
+                Err(CheckError::Call(e)) => in_cli_terms(&client, &request, Err(e)).await?,
+                done => output::line(&done?),
+            }
+        }
         Command::Alerts { json } => output::alerts(&client.alerts().await?, json),
         Command::Reload => output::reloaded(&client.reload().await?),
         Command::TestAlert { sink } => {

@@ -6,7 +6,7 @@ use std::io::Write;
 use jiff::Timestamp;
 use secrecy::SecretString;
 use tokend::clock;
-use tokend_client::{Alert, CredentialStatus, Headers, Refreshed, Reloaded};
+use tokend_client::{Alert, CredentialStatus, Headers, Refreshed, Reloaded, WhoAmI};
 
 /// `tokenctl status`.
 pub(crate) fn status(list: &[CredentialStatus], json: bool) {
@@ -62,10 +62,68 @@ fn status_table(list: &[CredentialStatus]) {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    if rows.is_empty() {
-        out.push_str("(no credentials you may use)\n");
-    }
     write(out.as_bytes());
+}
+
+/// Said on stderr when `status` lists nothing: who the daemon saw, so the
+/// person knows what to ask an admin to add.
+pub(crate) fn nothing_allowed(me: &WhoAmI) {
+    eprintln!(
+        "tokenctl: no credential allows you: the daemon sees {}; ask an admin to add your uid or          one of your groups to a credential's `allow` (`tokenctl whoami` shows the details)",
+        identity(me)
+    );
+}
+
+/// `uid 1000 (alice), gid 1000 (alice), groups 27 (sudo), 998 (search)`.
+fn identity(me: &WhoAmI) -> String {
+    let user = |uid: u32| {
+        nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| format!("{uid} ({})", u.name))
+    };
+    let group = |gid: u32| {
+        nix::unistd::Group::from_gid(gid.into())
+            .ok()
+            .flatten()
+            .map_or_else(|| gid.to_string(), |g| format!("{gid} ({})", g.name))
+    };
+    let mut text = format!("uid {}, gid {}", user(me.uid), group(me.gid));
+    if !me.groups.is_empty() {
+        let groups: Vec<String> = me.groups.iter().map(|g| group(*g)).collect();
+        text.push_str(&format!(", groups {}", groups.join(", ")));
+    }
+    text
+}
+
+/// `tokenctl whoami`.
+pub(crate) fn whoami(me: &WhoAmI, json: bool) {
+    if json {
+        print_json(&serde_json::json!({
+            "uid": me.uid,
+            "gid": me.gid,
+            "groups": me.groups,
+            "pid": me.pid,
+            "admin": me.admin,
+            "credentials": me.credentials,
+        }));
+        return;
+    }
+    let pid = me.pid.map_or_else(|| "unknown".into(), |p| p.to_string());
+    let admin = if me.admin {
+        "yes"
+    } else {
+        "no (root, the daemon's own user and daemon.admin_uids / admin_groups are)"
+    };
+    let credentials = if me.credentials.is_empty() {
+        "none (no credential's `allow` names your uid or groups)".to_owned()
+    } else {
+        me.credentials.join(", ")
+    };
+    line(&format!(
+        "{}\npid {pid}\nadmin: {admin}\nmay fetch: {credentials}",
+        identity(me)
+    ));
 }
 
 /// `tokenctl headers`: `Name: value` lines.
