@@ -23,6 +23,12 @@ struct CredentialLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabel {
+    credential: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     credential: String,
     state: String,
@@ -56,7 +62,9 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    info: Family<InfoLabel, Gauge>,
     expiry: Family<CredentialLabel, FloatGauge>,
+    login_expiry: Family<CredentialLabel, FloatGauge>,
     state: Family<StateLabel, Gauge>,
     since_refresh: Family<CredentialLabel, FloatGauge>,
     refresh_attempts: Family<ResultLabel, Counter>,
@@ -69,11 +77,25 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("tokend");
+        let info = Family::default();
+        registry.register(
+            "credential_info",
+            "1 per configured credential, labelled with its kind (glean_token, oauth_refresh, \
+             oauth_client_credentials), for joins: only glean_token expiries need a person",
+            info.clone(),
+        );
         let expiry = Family::default();
         registry.register(
             "credential_expiry_timestamp_seconds",
             "When the credential's current token expires (Unix time)",
             expiry.clone(),
+        );
+        let login_expiry = Family::default();
+        registry.register(
+            "credential_login_expiry_timestamp_seconds",
+            "When the credential's login (refresh token) expires, by the configured \
+             refresh_token_lifetime (Unix time)",
+            login_expiry.clone(),
         );
         let state = Family::default();
         registry.register(
@@ -123,7 +145,9 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            info,
             expiry,
+            login_expiry,
             state,
             since_refresh,
             refresh_attempts,
@@ -172,11 +196,26 @@ impl Metrics {
     /// The exposition text, with per-credential gauges from `statuses`
     /// taken at `now`.
     pub fn render(&self, statuses: &[Status], now: Timestamp) -> String {
+        self.info.clear();
         self.expiry.clear();
+        self.login_expiry.clear();
         self.state.clear();
         self.since_refresh.clear();
         for s in statuses {
             let credential = s.name.to_string();
+            self.info
+                .get_or_create(&InfoLabel {
+                    credential: credential.clone(),
+                    kind: s.kind.as_str(),
+                })
+                .set(1);
+            if let Some(at) = s.login_expires_at {
+                self.login_expiry
+                    .get_or_create(&CredentialLabel {
+                        credential: credential.clone(),
+                    })
+                    .set(at.as_millisecond() as f64 / 1000.0);
+            }
             if let Some(at) = s.expires_at {
                 self.expiry
                     .get_or_create(&CredentialLabel {

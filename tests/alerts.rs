@@ -387,6 +387,7 @@ allow = {{ uids = [0] }}
         .await
         .unwrap();
     for needle in [
+        "tokend_credential_info{credential=\"sso\",kind=\"oauth_refresh\"} 1",
         "tokend_credential_expiry_timestamp_seconds{credential=\"sso\"}",
         "tokend_credential_state{credential=\"sso\",state=\"fresh\"} 1",
         "tokend_credential_state{credential=\"sso\",state=\"needs_login\"} 0",

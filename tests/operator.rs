@@ -250,3 +250,55 @@ fn a_daemon_run_by_an_ordinary_user_is_administered_by_that_user() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Startup failures say their cause once (not "Permission denied (os error
+/// 13): Permission denied (os error 13)").
+#[test]
+fn startup_errors_say_their_cause_once() {
+    common::require_root();
+    const USER: u32 = 4630;
+    let work = Workdir::new();
+    let tokend = work.path().join("tokend");
+    std::fs::copy(env!("CARGO_BIN_EXE_tokend"), &tokend).unwrap();
+    set_mode(&tokend, 0o755);
+    let private = work.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    set_mode(&private, 0o700);
+    let key = work.path().join("private/store.key");
+    for (what, config) in [
+        (
+            "cannot create socket directory",
+            format!("[daemon]\nsocket = \"{}/run/s.sock\"\n", private.display()),
+        ),
+        (
+            "cannot read store key",
+            format!(
+                "[daemon]\nsocket = \"{}/s.sock\"\n[store]\npath = \"{}/st/store.redb\"\n\
+                 key_file = \"{}\"\n{}",
+                work.path().display(),
+                work.path().display(),
+                key.display(),
+                Glean::user("a")
+                    .stored()
+                    .allow(format!("{{ uids = [{USER}] }}"))
+            ),
+        ),
+    ] {
+        let config_path = work.path().join("c.toml");
+        std::fs::write(&config_path, config).unwrap();
+        set_mode(&config_path, 0o644);
+        let out = setpriv(USER, USER, &[], &tokend)
+            .arg("--config")
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(stderr.contains(what), "{stderr}");
+        assert_eq!(
+            stderr.matches("Permission denied").count(),
+            1,
+            "{what}: {stderr}"
+        );
+    }
+}

@@ -75,10 +75,24 @@ fn main() -> ExitCode {
     match run(config, args.socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tokend: {e:#}");
+            eprintln!("tokend: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `e` and its causes, each said once: tokend's errors already put their
+/// cause in their message (so a journal line reads whole), which `{:#}`
+/// would print a second time.
+fn report(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1).map(ToString::to_string) {
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 #[tokio::main]

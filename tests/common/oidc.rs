@@ -29,7 +29,7 @@ fn oidc_dir() -> PathBuf {
 
 /// Runs `npm ci` in `tests/oidc` unless its packages are already there.
 /// Serialised across threads and test processes with a lock file.
-fn ensure_installed() {
+pub fn ensure_installed() {
     static ONCE: Mutex<bool> = Mutex::new(false);
     let mut done = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     if *done {
