@@ -1,8 +1,9 @@
 //! Monitoring out of the box: `contrib/prometheus/tokend.rules.yml` passes
-//! `promtool check rules` and its unit tests (`promtool test rules`), and
-//! every metric (with its labels and their values) that the rules and their
-//! unit tests' input series use is one the real daemon serves on
-//! `/metrics`, so neither can drift from it.
+//! `promtool check rules` and its unit tests (`promtool test rules`), the
+//! Grafana dashboard `contrib/grafana/tokend.json` is well formed and its
+//! queries parse, and every metric (with its labels and their values) that
+//! the rules, their unit tests' input series and the dashboard use is one
+//! the real daemon serves on `/metrics`, so none of them can drift from it.
 
 mod common;
 
@@ -18,6 +19,7 @@ use common::{Daemon, Workdir};
 
 const RULES: &str = "contrib/prometheus/tokend.rules.yml";
 const RULES_TEST: &str = "contrib/prometheus/tokend.rules.test.yml";
+const DASHBOARD: &str = "contrib/grafana/tokend.json";
 
 /// Series that Prometheus makes itself, not tokend.
 const PROMETHEUS_OWN: [&str; 2] = ["up", "ALERTS"];
@@ -56,7 +58,102 @@ fn the_rules_pass_promtool_check_and_their_unit_tests() {
 }
 
 #[test]
-fn every_metric_the_rules_and_their_tests_use_is_served() {
+fn the_dashboard_is_well_formed_and_its_queries_parse() {
+    let dashboard = dashboard();
+    for key in ["title", "uid"] {
+        assert!(
+            dashboard[key].as_str().is_some_and(|s| !s.is_empty()),
+            "{DASHBOARD}: no {key}"
+        );
+    }
+    assert!(
+        dashboard["schemaVersion"].is_u64(),
+        "{DASHBOARD}: schemaVersion"
+    );
+
+    // The datasource is a variable, and the credential filter one of label
+    // values.
+    let vars = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{DASHBOARD}: no templating.list"));
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{DASHBOARD}: no variable {name}"))
+    };
+    let ds = var("DS_PROMETHEUS");
+    assert_eq!(
+        (&ds["type"], &ds["query"]),
+        (&"datasource".into(), &"prometheus".into())
+    );
+    let credential = var("credential");
+    assert_eq!(credential["type"], "query");
+    let query = variable_query(credential);
+    assert!(
+        query.starts_with("label_values(") && query.ends_with(", credential)"),
+        "{DASHBOARD}: the credential variable's query {query}"
+    );
+
+    // Panels: unique ids, a grid position, and every query on the variable
+    // datasource.
+    let panels = all_panels(&dashboard);
+    let mut ids = BTreeSet::new();
+    let mut queries = 0;
+    for p in &panels {
+        let title = p["title"].as_str().unwrap_or_default();
+        assert!(!title.is_empty(), "{DASHBOARD}: a panel without a title");
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "{title}: id taken");
+        for k in ["h", "w", "x", "y"] {
+            assert!(p["gridPos"][k].is_u64(), "{title}: gridPos.{k}");
+        }
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+        let targets = p["targets"].as_array().unwrap_or_else(|| panic!("{title}"));
+        assert!(!targets.is_empty(), "{title}: no queries");
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+            assert!(t["expr"].as_str().is_some_and(|e| !e.is_empty()), "{title}");
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10, "{DASHBOARD}: only {queries} queries");
+
+    // Per-credential panels follow the credential filter.
+    for expr in panel_exprs(&dashboard) {
+        if expr.contains("tokend_credential_") {
+            assert!(
+                expr.contains("credential=~\"$credential\""),
+                "{DASHBOARD}: not filtered by $credential: {expr}"
+            );
+        }
+    }
+
+    // Every query parses: as recording rules, with Grafana's variables
+    // replaced by what they stand for.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in dashboard_exprs(&dashboard).iter().enumerate() {
+        let expr = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$job", ".*")
+            .replace("$instance", ".*")
+            .replace("$credential", ".*");
+        assert!(!expr.contains('$'), "an unknown variable in {expr}");
+        rules += &format!(
+            "      - record: dashboard:query_{i}\n        expr: {}\n",
+            serde_json::to_string(&expr).unwrap()
+        );
+    }
+    let file = dir.path().join("dashboard.rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let out = promtool::run(&["check", "rules", file.to_str().unwrap()]);
+    assert_ok(&out, &format!("the queries of {DASHBOARD}:\n{rules}\n"));
+}
+
+#[test]
+fn every_metric_the_rules_their_tests_and_the_dashboard_use_is_served() {
     let started = Instant::now();
     let scrape = Scrape::parse(&scrape_real_daemon());
 
@@ -91,10 +188,26 @@ fn every_metric_the_rules_and_their_tests_use_is_served() {
         }
     }
 
+    // The dashboard, which shows every metric tokend has.
+    let dashboard = dashboard();
+    let mut used = BTreeSet::new();
+    for expr in dashboard_exprs(&dashboard) {
+        for s in selectors(&expr) {
+            scrape.check_selector(&s, DASHBOARD, &expr);
+            used.insert(s.name);
+        }
+    }
+    for family in &scrape.families {
+        assert!(
+            used.iter().any(|n| n.starts_with(family.as_str())),
+            "{DASHBOARD} shows nothing of {family}"
+        );
+    }
     eprintln!(
-        "checked {} rules and {} series against {} served metrics in {:.1}s",
+        "checked {} rules, {} series and the dashboard's {} metrics against {} served in {:.1}s",
         exprs.len(),
         series.len(),
+        used.len(),
         scrape.samples.len(),
         started.elapsed().as_secs_f64()
     );
@@ -357,6 +470,61 @@ impl Scrape {
 }
 
 // Reading the files.
+
+fn dashboard() -> serde_json::Value {
+    serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"))
+}
+
+/// Every panel, those in collapsed rows included.
+fn all_panels(dashboard: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut out = Vec::new();
+    for p in dashboard["panels"].as_array().expect("panels") {
+        out.push(p);
+        if let Some(inner) = p["panels"].as_array() {
+            out.extend(inner);
+        }
+    }
+    out
+}
+
+fn variable_query(v: &serde_json::Value) -> String {
+    match &v["query"] {
+        serde_json::Value::String(s) => s.clone(),
+        q => q["query"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+/// The panels' queries.
+fn panel_exprs(dashboard: &serde_json::Value) -> Vec<String> {
+    all_panels(dashboard)
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The panels' queries and the series selectors of the query variables'
+/// `label_values(SELECTOR, LABEL)`.
+fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<String> {
+    let mut out = panel_exprs(dashboard);
+    for v in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        if v["type"] == "query" {
+            let query = variable_query(v);
+            let selector = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.rsplit_once(','))
+                .unwrap_or_else(|| {
+                    panic!("{DASHBOARD}: not label_values(SELECTOR, LABEL): {query}")
+                })
+                .0;
+            out.push(selector.to_owned());
+        }
+    }
+    out
+}
 
 /// The values of every `KEY:` in a YAML file (in a list item or not): a
 /// plain or quoted scalar, or a `|`/`>` block (its more indented lines).
