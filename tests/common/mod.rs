@@ -9,6 +9,7 @@ pub mod glean_api;
 pub mod hostile;
 pub mod node;
 pub mod oidc;
+pub mod promtool;
 pub mod python;
 pub mod python_client;
 pub mod typescript;
