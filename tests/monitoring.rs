@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::glean_api::GleanApi;
 use common::promtool;
 use common::{Daemon, Workdir};
+use tokend::proto::PutRefreshTokenRequest;
 
 const RULES: &str = "contrib/prometheus/tokend.rules.yml";
 const RULES_TEST: &str = "contrib/prometheus/tokend.rules.test.yml";
@@ -216,8 +217,9 @@ fn every_metric_the_rules_their_tests_and_the_dashboard_use_is_served() {
 // The real daemon.
 
 /// Starts tokend with a credential of each kind and an alert sink, makes
-/// every metric appear (a token request, gRPC calls, an import, an alert
-/// delivery), and returns its `/metrics` page.
+/// every metric appear (a token request, gRPC calls, an import, a stored
+/// login of an oauth_refresh credential with `refresh_token_lifetime`, an
+/// alert delivery), and returns its `/metrics` page.
 fn scrape_real_daemon() -> String {
     let work = Workdir::new();
     let api = GleanApi::start();
@@ -268,12 +270,46 @@ client_id = "tokend"
 client_secret = {{ file = "client-secret" }}
 auth_method = "client_secret_post"
 allow = {{ uids = [{uid}] }}
+
+[[credential]]
+name = "glean-sso"
+kind = "oauth_refresh"
+token_endpoint = "{endpoint}"
+client_id = "tokend-sso"
+auth_method = "none"
+refresh_token_lifetime = "90d"
+allow = {{ uids = [{uid}] }}
 "#,
             store = work.store_section(),
             endpoint = api.token_endpoint(),
         ),
     );
     let daemon = Daemon::start(&work);
+
+    // A login of the oauth_refresh credential, as `tokenctl login` stores
+    // it: a refresh token and its first access token, good for a day, so
+    // tokend calls no token endpoint for it. Its login expiry is exported
+    // from then on.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            daemon
+                .admin()
+                .await
+                .put_refresh_token(PutRefreshTokenRequest {
+                    credential: "glean-sso".into(),
+                    refresh_token: "rt-for-monitoring".into(),
+                    access_token: "at-for-monitoring".into(),
+                    access_token_expires_at: Some(prost_types::Timestamp {
+                        seconds: jiff::Timestamp::now().as_second() + 86_400,
+                        nanos: 0,
+                    }),
+                })
+                .await
+                .expect("PutRefreshToken")
+        });
 
     // An import (a gRPC call, and a token tokend got itself), a status
     // listing and a test alert through the sink.
@@ -305,6 +341,15 @@ allow = {{ uids = [{uid}] }}
         if page.contains(r#"tokend_credential_state{credential="glean-oauth",state="fresh"} 1"#)
             && page.contains(r#"tokend_refresh_attempts_total{result="ok"}"#)
         {
+            for sample in [
+                r#"tokend_credential_info{credential="search-bot",kind="glean_token"} 1"#,
+                r#"tokend_credential_info{credential="glean-oauth",kind="oauth_client_credentials"} 1"#,
+                r#"tokend_credential_info{credential="glean-sso",kind="oauth_refresh"} 1"#,
+                r#"tokend_credential_state{credential="glean-sso",state="fresh"} 1"#,
+                r#"tokend_credential_login_expiry_timestamp_seconds{credential="glean-sso"} "#,
+            ] {
+                assert!(page.contains(sample), "no {sample} in\n{page}");
+            }
             drop(daemon);
             return page;
         }
