@@ -4,12 +4,16 @@
 //!
 //! # Layout
 //!
-//! Dependencies point down this list, never up: `bin → daemon → grpc →
-//! {broker, config} → {refresh, alert} → metrics → status/token/credential →
-//! leaves`.
+//! Dependencies point down this list, never up: `bin → daemon → {proxy,
+//! grpc} → {broker, config} → {refresh, alert} → metrics →
+//! status/token/credential → leaves`.
 //!
 //! - [`daemon`]: startup and shutdown order, reloads, background tasks, the
 //!   metrics listener.
+//! - [`proxy`]: `[[proxy]]` listeners: plain HTTP from local callers,
+//!   forwarded upstream with a credential's headers under Glean's rules
+//!   (it binds its Unix sockets with [`grpc::bind_at`], the one socket
+//!   policy).
 //! - [`grpc`]: the socket and the gRPC services; every domain↔proto
 //!   conversion and the one error→status mapping.
 //! - [`broker`]: every credential by name, and the decision to serve one;
@@ -27,7 +31,8 @@
 //! - Leaves: [`glean`] (Glean's token rules), [`oauth`] (token endpoints),
 //!   [`store`] (the encrypted store), [`secret`] (secret sources), [`peer`]
 //!   (the caller's identity), [`clock`] (injectable time), [`systemd`],
-//!   [`http_head`] (bounded HTTP/1 request heads from strangers).
+//!   [`http_head`] (bounded HTTP/1 request heads from strangers), `quota`
+//!   (per-uid limits on what a local caller holds open).
 //! - [`login`], [`check`]: the person's side of `tokenctl login` and
 //!   `tokenctl check`, over the typed client.
 //! - [`proto`]: the generated API, from the `tokend-client` crate
@@ -50,6 +55,8 @@ pub mod login;
 pub mod metrics;
 pub mod oauth;
 pub mod peer;
+pub mod proxy;
+mod quota;
 pub mod refresh;
 pub mod secret;
 pub mod status;

@@ -23,6 +23,17 @@ struct CredentialLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabel {
+    proxy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyStatusLabel {
+    proxy: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabel {
     credential: String,
     kind: &'static str,
@@ -72,6 +83,9 @@ pub struct Metrics {
     grpc_requests: Family<GrpcLabel, Counter>,
     grpc_duration: Family<MethodLabel, Histogram>,
     alert_deliveries: Family<SinkLabel, Counter>,
+    proxy_requests: Family<ProxyStatusLabel, Counter>,
+    proxy_upstream: Family<ProxyLabel, Histogram>,
+    proxy_retries: Family<ProxyLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -143,8 +157,31 @@ impl Default for Metrics {
             "Alert deliveries by sink and result (ok, failed, dropped)",
             alert_deliveries.clone(),
         );
+        let proxy_requests = Family::default();
+        registry.register(
+            "proxy_requests",
+            "Requests answered by each [[proxy]], by HTTP status (tokend's own refusals included)",
+            proxy_requests.clone(),
+        );
+        let proxy_upstream = Family::<ProxyLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 17))
+        });
+        registry.register(
+            "proxy_upstream_duration_seconds",
+            "Time from forwarding a request to the upstream's answer headers",
+            proxy_upstream.clone(),
+        );
+        let proxy_retries = Family::default();
+        registry.register(
+            "proxy_retries",
+            "Requests sent again with a replacement token after the upstream answered 401",
+            proxy_retries.clone(),
+        );
         Self {
             registry,
+            proxy_requests,
+            proxy_upstream,
+            proxy_retries,
             info,
             expiry,
             login_expiry,
@@ -189,6 +226,34 @@ impl Metrics {
             .get_or_create(&SinkLabel {
                 sink: sink.to_owned(),
                 result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A request a proxy answered with `status`.
+    pub fn proxy_request(&self, proxy: &str, status: u16) {
+        self.proxy_requests
+            .get_or_create(&ProxyStatusLabel {
+                proxy: proxy.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// How long a proxy's upstream took to answer.
+    pub fn proxy_upstream(&self, proxy: &str, took: std::time::Duration) {
+        self.proxy_upstream
+            .get_or_create(&ProxyLabel {
+                proxy: proxy.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A proxied request sent again after a 401.
+    pub fn proxy_retry(&self, proxy: &str) {
+        self.proxy_retries
+            .get_or_create(&ProxyLabel {
+                proxy: proxy.to_owned(),
             })
             .inc();
     }

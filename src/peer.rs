@@ -49,6 +49,32 @@ impl Peer {
         })
     }
 
+    /// A caller known only by its uid (the owner of a loopback TCP
+    /// connection): its groups are the user database's, as at login, and a
+    /// uid with no entry there is in no group (its gid is `u32::MAX`, which
+    /// no config can name). Blocking: NSS may ask a directory service.
+    pub fn of_uid(uid: u32) -> Self {
+        let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
+        let gid = user.as_ref().map_or(u32::MAX, |u| u.gid.as_raw());
+        let groups = user
+            .and_then(|u| {
+                let name = std::ffi::CString::new(u.name).ok()?;
+                nix::unistd::getgrouplist(&name, u.gid).ok()
+            })
+            .unwrap_or_default();
+        Self {
+            uid,
+            gid,
+            pid: None,
+            groups: groups
+                .into_iter()
+                .map(|g| g.as_raw())
+                .filter(|g| *g != gid)
+                .collect(),
+            exe: None,
+        }
+    }
+
     /// Whether the caller is in `gid`, as primary or supplementary group.
     pub fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)

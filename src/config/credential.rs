@@ -36,11 +36,7 @@ impl Context<'_> {
         let name = raw.name.get_ref().clone();
         let field = |f: &str| format!("credential.{name}.{f}");
         let problems_before = self.problems.len();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        if !valid_name(&name) {
             self.problem(
                 raw.name.span(),
                 &field("name"),
@@ -463,4 +459,13 @@ impl Context<'_> {
             default_lifetime,
         }
     }
+}
+
+/// Credential and proxy names: letters, digits, `-`, `_` and `.`, not empty
+/// (they appear in metrics labels, alert keys and file-like contexts).
+pub(super) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }

@@ -10,6 +10,7 @@ mod alerts;
 mod context;
 mod credential;
 mod error;
+mod proxy;
 mod raw;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use crate::alert;
 use crate::credential::{Admins, Credential, GleanSecret, Kind};
 
 pub use error::{ConfigError, Problem};
+pub use proxy::{ProxyListen, ProxySettings};
 
 use context::Context;
 use raw::RawConfig;
@@ -59,6 +61,8 @@ pub struct Config {
     pub metrics: Option<Listen>,
     /// Every `[[credential]]`, in file order.
     pub credentials: Vec<Credential>,
+    /// Every `[[proxy]]`, in file order.
+    pub proxies: Vec<ProxySettings>,
     /// Every secret file the config reads, watched for changes.
     pub secret_files: Vec<PathBuf>,
 }
@@ -176,6 +180,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             credentials.push(c);
         }
     }
+    let mut proxies: Vec<ProxySettings> = Vec::with_capacity(raw.proxy.len());
+    for p in raw.proxy {
+        let span = p.name.span();
+        let Some(proxy) = cx.proxy(p, &credentials) else {
+            continue;
+        };
+        let clash = proxies
+            .iter()
+            .find(|q| q.name == proxy.name || q.listen == proxy.listen);
+        if let Some(q) = clash {
+            let message = format!(
+                "proxy `{}` has the same name or listen address as proxy `{}`; each needs its own",
+                proxy.name, q.name
+            );
+            cx.problem(span, &format!("proxy.{}", proxy.name), message);
+            continue;
+        }
+        proxies.push(proxy);
+    }
     if cx.problems.is_empty() {
         Ok(Config {
             path: path.to_owned(),
@@ -184,6 +207,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             alerts,
             metrics,
             credentials,
+            proxies,
             secret_files: cx.secret_files,
         })
     } else {

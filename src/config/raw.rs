@@ -22,6 +22,19 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default)]
     pub(super) credential: Vec<RawCredential>,
+    #[serde(default)]
+    pub(super) proxy: Vec<RawProxy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxy {
+    pub(super) name: Spanned<String>,
+    pub(super) listen: Spanned<String>,
+    pub(super) credential: Spanned<String>,
+    pub(super) upstream: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<PathBuf>>,
+    pub(super) max_request_body: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]

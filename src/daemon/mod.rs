@@ -22,6 +22,7 @@ use crate::clock::{self, SharedClock};
 use crate::config::{Config, STORE_KEY_CREDENTIAL};
 use crate::grpc::{self, Api, ServerError};
 use crate::metrics::Metrics;
+use crate::proxy::{Proxy, ProxyError};
 use crate::store::{Store, StoreError, StoreKey};
 use crate::systemd::{self, Notifier};
 use crate::{oauth, refresh};
@@ -52,6 +53,9 @@ pub enum DaemonError {
     /// The socket could not be served.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A `[[proxy]]` could not start.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     /// The alert scheduler could not start.
     #[error("cannot schedule alert sweeps: {0}")]
     Scheduler(tokio_cron_scheduler::JobSchedulerError),
@@ -75,6 +79,7 @@ pub async fn run(
     let http = oauth::http_client(daemon.http_timeout);
     let alert_settings = config.alerts.take();
     let metrics_listen = config.metrics.take();
+    let proxy_settings = std::mem::take(&mut config.proxies);
     let (config_path, watched) = (config.path.clone(), watched_files(&config));
     let services = Services {
         store: store.clone(),
@@ -108,6 +113,7 @@ pub async fn run(
         path: config_path,
         daemon: daemon.clone(),
         socket_override: socket,
+        proxies: proxy_settings.clone(),
         broker: Arc::clone(&broker),
         alerts: engine.clone(),
         notifier: Arc::clone(&notifier),
@@ -130,6 +136,15 @@ pub async fn run(
         &notifier,
         &stop_background,
     );
+    // Proxies listen before READY=1 too, and a proxy that cannot start
+    // stops the daemon: its callers would otherwise fail in the dark.
+    let proxies = proxy_settings
+        .into_iter()
+        .map(|p| Proxy::bind(p, &daemon, &broker, &metrics))
+        .collect::<Result<Vec<_>, _>>()?;
+    for proxy in proxies {
+        tasks.spawn(proxy.serve(shutdown.clone(), tasks.clone()));
+    }
     tasks.close();
     tracing::info!(credentials = broker.len(), "tokend started");
     // The socket listens and the store is open: ready.

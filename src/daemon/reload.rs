@@ -34,6 +34,8 @@ pub(super) struct Reloader {
     /// The command line's `--socket`, applied to every reloaded config so
     /// that it is not mistaken for a settings change.
     pub(super) socket_override: Option<PathBuf>,
+    /// The `[[proxy]]` tables in force, which apply at restart.
+    pub(super) proxies: Vec<config::ProxySettings>,
     pub(super) broker: Arc<Broker>,
     pub(super) alerts: Option<Arc<Engine>>,
     pub(super) notifier: Arc<Notifier>,
@@ -109,6 +111,9 @@ impl Reloader {
         }
         if config.daemon != self.daemon {
             tracing::warn!("[daemon] settings changed; they apply at the next restart");
+        }
+        if config.proxies != self.proxies {
+            tracing::warn!("[[proxy]] tables changed; they apply at the next restart");
         }
         let files = watched_files(&config);
         let r = self.broker.reload(config.credentials).map_err(|e| {

@@ -11,7 +11,6 @@ pub mod authority;
 mod convert;
 mod hpack;
 mod metrics_layer;
-mod per_uid;
 mod socket;
 mod token_broker;
 
@@ -34,9 +33,9 @@ use crate::proto::token_broker_server::TokenBrokerServer;
 
 pub use socket::{BoundSocket, MAX_CONNECTIONS_PER_UID, activated, bind, bind_at};
 
+use crate::quota::Quota;
 use admin::AdminService;
 use metrics_layer::GrpcMetrics;
-use per_uid::Quota;
 use token_broker::{BrokerService, DeniedAudit};
 
 pub use token_broker::MAX_STREAMS_PER_UID;

@@ -13,9 +13,9 @@ use tokio::net::UnixListener;
 
 use super::ServerError;
 use super::authority::AuthorityStream;
-use super::per_uid::Quota;
 use crate::config::Daemon;
 use crate::peer::PeerStream;
+use crate::quota::Quota;
 
 /// A listening socket that is removed from the file system when dropped, so
 /// a clean exit leaves nothing stale behind.

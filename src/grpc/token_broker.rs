@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, headers_request, min_valid};
-use super::per_uid::Quota;
 use super::{peer, wait_for};
 use crate::alert::Engine;
 use crate::broker::{Broker, BrokerError, HeadersRequest};
@@ -17,6 +16,7 @@ use crate::clock::SharedClock;
 use crate::peer::Peer;
 use crate::proto;
 use crate::proto::token_broker_server::TokenBroker;
+use crate::quota::Quota;
 
 /// Maps the `TokenBroker` service to the broker.
 #[derive(Debug)]

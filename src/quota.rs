@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 /// A quota of `max` open things of one kind per uid.
 #[derive(Debug, Clone)]
-pub(super) struct Quota {
+pub(crate) struct Quota {
     what: &'static str,
     max: usize,
     counts: Arc<Mutex<Counts>>,
@@ -22,7 +22,7 @@ struct Counts {
 
 /// One thing's place in its uid's count, given back when dropped.
 #[derive(Debug)]
-pub(super) struct Place {
+pub(crate) struct Place {
     counts: Arc<Mutex<Counts>>,
     uid: u32,
 }
@@ -42,7 +42,7 @@ impl Drop for Place {
 
 impl Quota {
     /// At most `max` open `what`s (e.g. "connections") per uid.
-    pub(super) fn new(what: &'static str, max: usize) -> Self {
+    pub(crate) fn new(what: &'static str, max: usize) -> Self {
         Self {
             what,
             max,
@@ -51,7 +51,7 @@ impl Quota {
     }
 
     /// Takes a place for `uid`, or `None` when it holds its maximum.
-    pub(super) fn admit(&self, uid: u32) -> Option<Place> {
+    pub(crate) fn admit(&self, uid: u32) -> Option<Place> {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let open = c.open.entry(uid).or_default();
         if *open >= self.max {
