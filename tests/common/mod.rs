@@ -11,6 +11,7 @@ pub mod node;
 pub mod oidc;
 pub mod python;
 pub mod python_client;
+pub mod tools;
 pub mod typescript;
 
 use std::os::unix::fs::PermissionsExt;
