@@ -374,9 +374,17 @@ fn fish_completes_credential_names_from_the_daemon() {
     tools::require(&[("fish", "fish")]);
     let (work, daemon, path) = daemon_with_two_credentials();
     let script = completion_script(&work, "fish");
-    run(Command::new("fish").arg("-n").arg(&script));
+    run(Command::new("fish")
+        .arg("--no-config")
+        .arg("-n")
+        .arg(&script));
+    // fish keeps history and variables under these: not in the real home.
+    let home = tempfile::tempdir().unwrap();
     let complete = |line: &str, socket: &Path| -> Vec<String> {
         let out = run(Command::new("fish")
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
             .arg("--no-config")
             .arg("-c")
             .arg(format!(
