@@ -530,6 +530,7 @@ pub fn tokend_page(cmd: &clap::Command) -> String {
             "\\fB1\\fR",
             "A failure after the config was read (socket, store).",
         )
+        .item("\\fB2\\fR", "Bad arguments.")
         .item(
             "\\fB78\\fR",
             "The config was refused (EX_CONFIG); every problem is reported with its file, \
