@@ -429,7 +429,7 @@ fn zsh_script_parses_and_asks_the_daemon_for_names() {
         7,
         "{text}"
     );
-    // The helper, with compsys's functions stood in for: what it offers.
+    // The names function, with compsys's functions stood in for: what it offers.
     let names = |words: &str, socket: &Path| {
         stdout(
             Command::new("zsh")

@@ -274,7 +274,7 @@ fi
 }
 
 fn zsh(script: &str) -> String {
-    let helper = r#"
+    let names_function = r#"
 # Credential names from the daemon (`tokenctl __complete-names`, silent when
 # it cannot be reached), on the command line's --socket if it has one.
 _tokenctl_credentials() {
@@ -299,7 +299,7 @@ _tokenctl_credentials() {
         }
         out.push('\n');
         if i == 0 {
-            out.push_str(helper);
+            out.push_str(names_function);
         }
     }
     out
