@@ -35,6 +35,7 @@
 //!   (per-uid limits on what a local caller holds open).
 //! - [`login`], [`check`]: the person's side of `tokenctl login` and
 //!   `tokenctl check`, over the typed client.
+//! - [`manpage`]: tokenctl(1)'s page builder, tokend(8) and tokend.toml(5).
 //! - [`proto`]: the generated API, from the `tokend-client` crate
 //!   (`clients/rust`), which is also how `tokenctl` talks to the daemon.
 //! - `src/bin/tokend.rs`, `src/bin/tokenctl/`: thin binaries over the above.
@@ -52,6 +53,7 @@ pub mod glean;
 pub mod grpc;
 pub mod http_head;
 pub mod login;
+pub mod manpage;
 pub mod metrics;
 pub mod oauth;
 pub mod peer;

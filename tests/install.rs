@@ -33,8 +33,8 @@ fn the_install_ready_config_passes_check_after_the_readme_steps() {
     common::require_root();
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let install = &readme[readme
-        .find("## Install (systemd)")
-        .expect("an install section")..];
+        .find("### By hand")
+        .expect("an install-by-hand section")..];
     let blocks: Vec<&str> = install
         .split("```sh\n")
         .skip(1)

@@ -503,7 +503,7 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     let out = work.tokenctl(&["man"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(".TH tokenctl") && text.contains("Exit status"),
+        text.contains(".TH \"TOKENCTL\" 1") && text.contains(".SH \"EXIT STATUS\""),
         "{text}"
     );
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
-use tokend::{config, daemon};
+use clap::{CommandFactory, Parser};
+use tokend::{config, daemon, manpage};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -24,12 +24,13 @@ struct Args {
     #[arg(
         long,
         short,
+        value_name = "FILE",
         env = "TOKEND_CONFIG",
         default_value = "/etc/tokend/tokend.toml"
     )]
     config: PathBuf,
     /// Listen here instead of at the config's `daemon.socket`.
-    #[arg(long, env = "TOKEND_SOCKET")]
+    #[arg(long, value_name = "PATH", env = "TOKEND_SOCKET")]
     socket: Option<PathBuf>,
     /// Validate the config (secrets included), print a summary and exit.
     #[arg(long)]
@@ -37,10 +38,17 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Print a man page (roff) and exit: tokend(8), or `tokend.toml` for
+    /// tokend.toml(5). For packaging.
+    #[arg(long, hide = true, value_name = "PAGE", num_args = 0..=1, default_missing_value = "tokend")]
+    man: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(page) = &args.man {
+        return print_man(page);
+    }
     let filter = EnvFilter::try_from_env("TOKEND_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info"))
         // The file watcher's own tracing reports every change in the watched
@@ -93,6 +101,24 @@ fn report(e: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+/// `--man [PAGE]`.
+fn print_man(page: &str) -> ExitCode {
+    let roff = match page {
+        "tokend" | "tokend.8" => {
+            let mut cmd = Args::command();
+            cmd.build();
+            manpage::tokend_page(&cmd)
+        }
+        "tokend.toml" | "tokend.toml.5" => manpage::config_page(),
+        other => {
+            eprintln!("tokend: no man page `{other}`; there are `tokend` and `tokend.toml`");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{roff}");
+    ExitCode::SUCCESS
 }
 
 #[tokio::main]

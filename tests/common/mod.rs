@@ -12,6 +12,7 @@ pub mod oidc;
 pub mod promtool;
 pub mod python;
 pub mod python_client;
+pub mod tools;
 pub mod typescript;
 
 use std::os::unix::fs::PermissionsExt;

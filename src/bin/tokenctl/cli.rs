@@ -117,6 +117,10 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Print the credential names you may see, one a line, for completion
+    /// scripts; nothing when the daemon cannot be reached (docs.rs).
+    #[command(name = "__complete-names", hide = true)]
+    CompleteNames,
 }
 
 #[derive(clap::Args)]

@@ -3,11 +3,12 @@
 //! is one call of the typed client; formatting lives in `output.rs`.
 
 mod cli;
+mod docs;
 mod output;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use cli::{Cli, Command};
 
 use tokend::check::{self, CheckError};
@@ -135,23 +136,12 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     // These need no daemon.
-    match &cli.command {
-        Command::Completions { shell } => {
-            let mut out = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "tokenctl", &mut out);
-            output::write(&out);
-            return Ok(());
-        }
-        Command::Man => {
-            let mut out = Vec::new();
-            let _ = clap_mangen::Man::new(Cli::command()).render(&mut out);
-            output::write(&out);
-            return Ok(());
-        }
-        _ => {}
+    if docs::run(&cli).await {
+        return Ok(());
     }
     let client = Client::connect(&cli.socket).await.map_err(Error::from)?;
     match cli.command {
+        Command::CompleteNames => unreachable!("handled by docs::run"),
         Command::Status { json } => {
             let list = client.status().await?;
             output::status(&list, json);
