@@ -174,7 +174,8 @@ fn grpcio_reflection_lists_every_service() {
             "Invalidate",
             "ListAlerts",
             "ListCredentials",
-            "WatchHeaders"
+            "WatchHeaders",
+            "WhoAmI"
         ]),
         "{result}"
     );
