@@ -6,26 +6,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::fixtures::Glean;
 use common::{Daemon, Workdir, tools};
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run a command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed with {}:\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(run(cmd).stdout).expect("UTF-8")
-}
+use common::tools::{run, stdout};
 
 /// The three pages, written to `dir` as `tokenctl.1`, `tokend.8` and
 /// `tokend.toml.5`.

@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::fixtures::Glean;
+use common::json_lines::JsonLines;
 use common::python::Python;
 use common::{CANARY, Daemon, Workdir};
 use serde_json::{Value, json};
@@ -234,55 +234,20 @@ fn grpcio_makes_fifty_calls_on_one_channel() {
 #[test]
 fn grpcio_watch_headers_delivers_a_rotation() {
     let (work, daemon) = start();
-    let mut child = Python::get()
-        .script(
+    let mut child = JsonLines::spawn(
+        Python::get().script(
             "interop_test.py",
             &["watch", socket(&daemon), "rotating", "2"],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the watch script");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let stderr_of = |child: &mut std::process::Child| {
-        let _ = child.kill();
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        err
-    };
-    let next = |child: &mut std::process::Child, what: &str| -> Value {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| {
-                panic!(
-                    "{what}: not JSON ({e}): {line}\n--- stderr\n{}",
-                    stderr_of(child)
-                )
-            }),
-            Err(e) => panic!(
-                "{what}: nothing within 30s ({e})\n--- stderr\n{}",
-                stderr_of(child)
-            ),
-        }
-    };
+        ),
+        Duration::from_secs(30),
+    );
 
-    let first = next(&mut child, "the first response");
+    let first = child.next("the first response");
     assert_eq!(headers(&first), bearer("glean_before_rotation"), "{first}");
 
     let rotated_at = Instant::now();
     common::write_secret(&work.path().join("rotating.secret"), "glean_after_rotation");
-    let second = next(&mut child, "the response after the rotation");
+    let second = child.next("the response after the rotation");
     assert_eq!(headers(&second), bearer("glean_after_rotation"), "{second}");
     assert!(
         rotated_at.elapsed() < Duration::from_secs(10),
@@ -293,8 +258,7 @@ fn grpcio_watch_headers_delivers_a_rotation() {
         first["response"]["token_fingerprint"], second["response"]["token_fingerprint"],
         "{second}"
     );
-    let status = common::wait_with_timeout(&mut child, Duration::from_secs(20));
-    assert!(status.success(), "{status}\n{}", stderr_of(&mut child));
+    child.finish(Duration::from_secs(20));
 }
 
 #[test]

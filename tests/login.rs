@@ -15,14 +15,6 @@ use tokend::proto::GetHeadersRequest;
 use tokend::store::{Store, StoreKey};
 use tonic::Code;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Setup {
     work: Workdir,
     server: OidcServer,
@@ -35,7 +27,7 @@ fn setup() -> Setup {
     let work = Workdir::new();
     common::write_secret(&work.path().join("client-secret"), POST_CLIENT.1);
     let server = OidcServer::start(30, &work.path().join("oidc.log"));
-    let port = free_port();
+    let port = common::free_port();
     let text = format!(
         r#"{}
 [[credential]]
@@ -600,12 +592,7 @@ async fn check_on_oauth_credentials_searches_glean_without_admin_rights() {
         let out = tokio::task::spawn_blocking({
             let (ctl, socket) = (work.path().join("tokenctl"), work.socket());
             move || {
-                std::process::Command::new("setpriv")
-                    .arg(format!("--reuid={CALLER}"))
-                    .arg(format!("--regid={CLIENTS}"))
-                    .arg("--clear-groups")
-                    .arg("--")
-                    .arg(ctl)
+                common::setpriv(CALLER, CLIENTS, &[], &ctl)
                     .arg("--socket")
                     .arg(socket)
                     .args(["check", name])

@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fixtures::Glean;
-use common::{Daemon, Workdir, assert_no_secret, set_mode};
+use common::{Daemon, Workdir, assert_no_secret, set_mode, setpriv};
 
 const MEMBER: u32 = 4610;
 const STRANGER: u32 = 4611;
@@ -20,22 +20,6 @@ fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// `program` as `uid`/`gid` with exactly the supplementary `groups`, through
-/// util-linux's `setpriv` (std cannot set groups on stable).
-fn setpriv(uid: u32, gid: u32, groups: &[u32], program: &std::path::Path) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"));
-    if groups.is_empty() {
-        cmd.arg("--clear-groups");
-    } else {
-        let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
-        cmd.arg(format!("--groups={}", groups.join(",")));
-    }
-    cmd.arg("--").arg(program);
-    cmd
 }
 
 /// `tokenctl ARGS` as `uid`, in the socket's group plus `groups`.

@@ -11,28 +11,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 use common::tools;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run a command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed with {}:\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(run(cmd).stdout).expect("UTF-8")
-}
+use common::tools::{run, stdout};
 
 /// The directory holding this test run's tokend and tokenctl, and the
 /// target directory above it (where cargo-deb is installed once).

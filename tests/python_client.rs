@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::fixtures::Glean;
 use common::glean_api::{CHAT_PATH, GleanApi, Permission, SEARCH_PATH, Seen};
 use common::hostile::{Hostile, Mode};
+use common::json_lines::JsonLines;
 use common::oidc::{OidcServer, POST_CLIENT};
 use common::python_client::PythonClient;
 use common::{CANARY, Daemon, Workdir};
@@ -382,47 +382,12 @@ fn invalidate_of_a_glean_token_answers_false() {
 #[test]
 fn watch_delivers_a_rotation() {
     let (work, daemon, _hostile) = start();
-    let mut child = PythonClient::get()
-        .live(&daemon.socket, &["watch", "rotating", "2"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the watch script");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let stderr_of = |child: &mut std::process::Child| {
-        let _ = child.kill();
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        err
-    };
-    let next = |child: &mut std::process::Child, what: &str| -> Value {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| {
-                panic!(
-                    "{what}: not JSON ({e}): {line}\n--- stderr\n{}",
-                    stderr_of(child)
-                )
-            }),
-            Err(e) => panic!(
-                "{what}: nothing within 60s ({e})\n--- stderr\n{}",
-                stderr_of(child)
-            ),
-        }
-    };
+    let mut child = JsonLines::spawn(
+        PythonClient::get().live(&daemon.socket, &["watch", "rotating", "2"]),
+        Duration::from_secs(60),
+    );
 
-    let first = next(&mut child, "the first header set");
+    let first = child.next("the first header set");
     assert_eq!(
         first["headers"],
         pairs(&[("Authorization", "Bearer glean_before_rotation")]),
@@ -430,7 +395,7 @@ fn watch_delivers_a_rotation() {
     );
     let rotated_at = Instant::now();
     common::write_secret(&work.path().join("rotating.secret"), "glean_after_rotation");
-    let second = next(&mut child, "the header set after the rotation");
+    let second = child.next("the header set after the rotation");
     assert_eq!(
         second["headers"],
         pairs(&[("Authorization", "Bearer glean_after_rotation")]),
@@ -442,9 +407,7 @@ fn watch_delivers_a_rotation() {
         rotated_at.elapsed()
     );
     assert_ne!(first["fingerprint"], second["fingerprint"]);
-    let status = common::wait_with_timeout(&mut child, Duration::from_secs(20));
-    let stderr = stderr_of(&mut child);
-    assert!(status.success(), "{status}\n{stderr}");
+    let stderr = child.finish(Duration::from_secs(20));
     common::assert_no_secret("the watch script's log", &stderr);
 }
 

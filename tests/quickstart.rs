@@ -32,14 +32,6 @@ fn blocks(readme: &str, heading: &str) -> Vec<String> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A "terminal": `bash -c BLOCK` in its own process group, killed (whole
 /// group) on drop.
 struct Terminal(Child);
@@ -88,7 +80,7 @@ fn wait_until(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
 async fn the_readme_oauth_quick_start_works_as_written() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("read README.md");
-    let issuer_port = free_port();
+    let issuer_port = common::free_port();
     let steps: Vec<String> = blocks(&readme, "### OAuth quick start")
         .into_iter()
         .map(|b| b.replace("8444", &issuer_port.to_string()))

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::Glean;
 use common::hostile::{Hostile, Mode};
+use common::json_lines::JsonLines;
 use common::typescript;
 use common::{CANARY, Daemon, Workdir};
 use serde_json::{Value, json};
@@ -295,49 +296,15 @@ fn permission_denied_for_a_forbidden_credential() {
 fn watch_delivers_a_rotation() {
     let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
     let (work, daemon) = start(&hostile);
-    let mut child = typescript::script(
-        "daemon_script.js",
-        &["watch", socket(&daemon), "rotating", "2"],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start the watch script");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let stderr_of = |child: &mut std::process::Child| {
-        let _ = child.kill();
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        err
-    };
-    let next = |child: &mut std::process::Child, what: &str| -> Value {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| {
-                panic!(
-                    "{what}: not JSON ({e}): {line}\n--- stderr\n{}",
-                    stderr_of(child)
-                )
-            }),
-            Err(e) => panic!(
-                "{what}: nothing within 30s ({e})\n--- stderr\n{}",
-                stderr_of(child)
-            ),
-        }
-    };
+    let mut child = JsonLines::spawn(
+        typescript::script(
+            "daemon_script.js",
+            &["watch", socket(&daemon), "rotating", "2"],
+        ),
+        Duration::from_secs(30),
+    );
 
-    let first = next(&mut child, "the first headers");
+    let first = child.next("the first headers");
     assert_eq!(
         first["headers"],
         json!({"Authorization": "Bearer glean_before_rotation"}),
@@ -346,7 +313,7 @@ fn watch_delivers_a_rotation() {
 
     let rotated_at = Instant::now();
     common::write_secret(&work.path().join("rotating.secret"), "glean_after_rotation");
-    let second = next(&mut child, "the headers after the rotation");
+    let second = child.next("the headers after the rotation");
     assert_eq!(
         second["headers"],
         json!({"Authorization": "Bearer glean_after_rotation"}),
@@ -361,10 +328,9 @@ fn watch_delivers_a_rotation() {
 
     // return() ended the stream, and the script exits by itself: nothing
     // of the cancelled call keeps it alive.
-    let returned = next(&mut child, "return()'s result");
+    let returned = child.next("return()'s result");
     assert_eq!(returned, json!({"returned": true}));
-    let status = common::wait_with_timeout(&mut child, Duration::from_secs(20));
-    assert!(status.success(), "{status}\n{}", stderr_of(&mut child));
+    child.finish(Duration::from_secs(20));
 }
 
 #[test]

@@ -214,12 +214,6 @@ impl Forwarder {
             let _ = self
                 .broker
                 .invalidate(peer, &self.settings.credential, &fingerprint);
-            let request = HeadersRequest {
-                credential: &self.settings.credential,
-                act_as: act_as.as_deref().unwrap_or(""),
-                required_scopes: &required,
-                min_valid: None,
-            };
             if let Ok(grant) = self.broker.get_headers(peer, request, TOKEN_WAIT).await {
                 let (headers, _) = grant_headers(grant);
                 self.metrics.proxy_retry(&self.settings.name);

@@ -7,6 +7,7 @@ pub mod fault_proxy;
 pub mod fixtures;
 pub mod glean_api;
 pub mod hostile;
+pub mod json_lines;
 pub mod node;
 pub mod oidc;
 pub mod promtool;
@@ -283,6 +284,31 @@ pub async fn connect(socket: &Path) -> TokenBrokerClient<Channel> {
             .await
             .expect("connect to tokend"),
     )
+}
+
+/// A loopback port free at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `program` as `uid`/`gid` with exactly the supplementary `groups`, through
+/// util-linux's `setpriv` (std cannot set groups on stable).
+pub fn setpriv(uid: u32, gid: u32, groups: &[u32], program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.arg(format!("--groups={}", groups.join(",")));
+    }
+    cmd.arg("--").arg(program);
+    cmd
 }
 
 /// Fails with instructions unless the tests run as root, which they need to
