@@ -91,8 +91,12 @@ async fn accept_loop<S, A, F>(
         };
         let page = Arc::clone(&page);
         tokio::spawn(async move {
-            let _ = answer(stream, || page()).await;
+            let mut stream = stream;
+            let _ = answer(&mut stream, || page()).await;
+            // The slot is free before the client sees the close, so a
+            // client that saw its answer end can always connect again.
             drop(slot);
+            let _ = stream.shutdown().await;
         });
     }
 }
@@ -149,7 +153,7 @@ where
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    stream.flush().await
 }
 
 #[cfg(test)]
