@@ -30,6 +30,17 @@ impl Broker {
             .collect()
     }
 
+    /// Whether credential `name` is a Glean-issued token, whose `scopes`
+    /// are Glean's scope names (an OAuth credential's are the
+    /// authorization server's).
+    pub fn is_glean_token(&self, name: &str) -> bool {
+        self.slots
+            .load()
+            .map
+            .get(name)
+            .is_some_and(|s| matches!(s.credential.kind, crate::credential::Kind::Glean(_)))
+    }
+
     /// Whether `peer` may see credential `name` (alerts about it, say).
     pub fn visible(&self, peer: &Peer, name: &str) -> bool {
         self.is_admin(peer)

@@ -186,9 +186,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let Some(proxy) = cx.proxy(p, &credentials) else {
             continue;
         };
-        let clash = proxies
-            .iter()
-            .find(|q| q.name == proxy.name || q.listen == proxy.listen);
+        let clash = proxies.iter().find(|q| {
+            q.name == proxy.name || (q.listen == proxy.listen && !proxy.listen.any_port())
+        });
         if let Some(q) = clash {
             let message = format!(
                 "proxy `{}` has the same name or listen address as proxy `{}`; each needs its own",

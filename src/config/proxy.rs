@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_spanned::Spanned;
 
@@ -14,6 +15,12 @@ use crate::credential::{Credential, Kind};
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
 /// The most `max_request_body` may be set to.
 pub const MAX_MAX_REQUEST_BODY: u64 = 1024 * 1024 * 1024;
+/// How long the upstream may stay silent by default while a request or an
+/// answer is in flight (a streamed chat answer pauses while it thinks).
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
+/// The range `upstream_timeout` may be set in.
+pub const UPSTREAM_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(600);
 
 /// Where a proxy listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +30,14 @@ pub enum ProxyListen {
     Tcp(SocketAddr),
     /// A Unix socket; callers are identified by their peer credentials.
     Unix(PathBuf),
+}
+
+impl ProxyListen {
+    /// Port 0: the kernel picks a free port (`tokenctl proxy-env` tells
+    /// which), so two such listeners never clash.
+    pub fn any_port(&self) -> bool {
+        matches!(self, Self::Tcp(a) if a.port() == 0)
+    }
 }
 
 impl std::fmt::Display for ProxyListen {
@@ -49,6 +64,9 @@ pub struct ProxySettings {
     pub ca_file: Option<PathBuf>,
     /// Larger request bodies are refused with 413.
     pub max_request_body: u64,
+    /// The longest silence from the upstream mid-request or mid-answer
+    /// before the caller gets 504.
+    pub upstream_timeout: Duration,
 }
 
 impl Context<'_> {
@@ -138,6 +156,21 @@ impl Context<'_> {
                 }
             },
         };
+        let upstream_timeout = match &raw.upstream_timeout {
+            None => Some(DEFAULT_UPSTREAM_TIMEOUT),
+            Some(d) => self.duration(d, &field("upstream_timeout")).and_then(|t| {
+                if UPSTREAM_TIMEOUT_RANGE.contains(&t) {
+                    Some(t)
+                } else {
+                    let message = format!(
+                        "`{}` is outside 1s to 10m; the upstream's silence is bounded",
+                        d.get_ref()
+                    );
+                    self.problem(d.span(), &field("upstream_timeout"), message);
+                    None
+                }
+            }),
+        };
         Some(ProxySettings {
             name,
             listen: listen?,
@@ -145,6 +178,7 @@ impl Context<'_> {
             upstream: upstream?,
             ca_file,
             max_request_body: max_request_body?,
+            upstream_timeout: upstream_timeout?,
         })
     }
 

@@ -35,6 +35,7 @@ pub(super) struct RawProxy {
     pub(super) upstream: Option<Spanned<String>>,
     pub(super) ca_file: Option<Spanned<PathBuf>>,
     pub(super) max_request_body: Option<Spanned<String>>,
+    pub(super) upstream_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]

@@ -142,6 +142,7 @@ pub async fn run(
         .into_iter()
         .map(|p| Proxy::bind(p, &daemon, &broker, &metrics))
         .collect::<Result<Vec<_>, _>>()?;
+    let endpoints: Arc<[_]> = proxies.iter().map(Proxy::settings).collect();
     for proxy in proxies {
         tasks.spawn(proxy.serve(shutdown.clone(), tasks.clone()));
     }
@@ -160,6 +161,7 @@ pub async fn run(
         reload: Some(reload),
         metrics,
         clock,
+        proxies: endpoints,
     };
     let served = grpc::serve(api, socket, shutdown, daemon.shutdown_timeout).await;
     if let Some((_, mut scheduler)) = alerts {

@@ -54,6 +54,15 @@ pub(super) fn headers_response(grant: &Grant<'_>) -> proto::GetHeadersResponse {
 }
 
 /// A credential's status; empty strings for what is absent, as proto3 does.
+pub(super) fn proxy_endpoint(p: &crate::config::ProxySettings) -> proto::ProxyEndpoint {
+    proto::ProxyEndpoint {
+        name: p.name.clone(),
+        credential: p.credential.clone(),
+        listen: p.listen.to_string(),
+        upstream: p.upstream.clone(),
+    }
+}
+
 pub(super) fn credential_status(s: status::Status) -> proto::CredentialStatus {
     proto::CredentialStatus {
         name: s.name.to_string(),

@@ -98,6 +98,8 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     /// Wall-clock time for listings.
     pub clock: SharedClock,
+    /// The proxies listening, with the addresses actually bound.
+    pub proxies: Arc<[crate::config::ProxySettings]>,
 }
 
 /// Serves `api` on `socket` until `shutdown` is cancelled, then stops
@@ -140,6 +142,7 @@ pub async fn serve(
                 shutdown: shutdown.clone(),
                 streams: Quota::new("WatchHeaders streams", MAX_STREAMS_PER_UID),
                 denied: DeniedAudit::default(),
+                proxies: api.proxies,
             })
             .max_decoding_message_size(MAX_REQUEST),
         );

@@ -31,6 +31,8 @@ pub(super) struct BrokerService {
     pub(super) streams: Quota,
     /// Audit lines about refused calls, per uid.
     pub(super) denied: DeniedAudit,
+    /// The proxies listening, for `WhoAmI`.
+    pub(super) proxies: Arc<[crate::config::ProxySettings]>,
 }
 
 /// How many `WatchHeaders` streams one uid may hold open (each holds a task
@@ -215,13 +217,21 @@ impl TokenBroker for BrokerService {
         req: Request<proto::WhoAmIRequest>,
     ) -> Result<Response<proto::WhoAmIResponse>, Status> {
         let peer = peer(&req)?;
+        let credentials = self.broker.fetchable(&peer);
+        let proxies = self
+            .proxies
+            .iter()
+            .filter(|p| credentials.contains(&p.credential))
+            .map(convert::proxy_endpoint)
+            .collect();
         Ok(Response::new(proto::WhoAmIResponse {
             uid: peer.uid,
             gid: peer.gid,
             groups: peer.groups.to_vec(),
             pid: peer.pid.unwrap_or(0),
             admin: self.broker.is_admin(&peer),
-            credentials: self.broker.fetchable(&peer),
+            credentials,
+            proxies,
         }))
     }
 }

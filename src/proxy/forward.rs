@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use super::{RETRY_BODY, TOKEN_WAIT, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_READ_TIMEOUT, scopes};
+use super::{MAX_HEAD, RETRY_BODY, TOKEN_WAIT, UPSTREAM_CONNECT_TIMEOUT, scopes};
 use crate::broker::{Broker, BrokerError, HeadersRequest};
 use crate::config::{ProxyListen, ProxySettings};
 use crate::glean;
@@ -63,7 +63,7 @@ impl Forwarder {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
-            .read_timeout(UPSTREAM_READ_TIMEOUT)
+            .read_timeout(settings.upstream_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90));
         if let Some(path) = &settings.ca_file {
@@ -88,6 +88,11 @@ impl Forwarder {
             metrics,
             http,
         })
+    }
+
+    /// What it was built from.
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
     }
 
     /// The proxy's name.
@@ -131,6 +136,23 @@ impl Forwarder {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Refusal> {
         let (parts, body) = req.into_parts();
+        // hyper enforces its buffer size only while a head is incomplete, so
+        // a head read whole can be larger: measured here too.
+        let head = parts.uri.to_string().len()
+            + parts
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head > MAX_HEAD {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "the request line and headers are over {} KiB",
+                    MAX_HEAD / 1024
+                ),
+            ));
+        }
         let Some(path_and_query) = parts
             .uri
             .path_and_query()
@@ -144,7 +166,14 @@ impl Forwarder {
             ));
         };
         let act_as = caller_act_as(&parts.headers)?;
-        let scope = scopes::required(path_and_query.path());
+        // Glean's scope names are those of Glean-issued tokens; what an
+        // OAuth token may do is the authorization server's grant, and Glean
+        // decides.
+        let scope = if self.broker.is_glean_token(&self.settings.credential) {
+            scopes::required(path_and_query.path())
+        } else {
+            None
+        };
         let required: Vec<String> = scope.iter().map(|s| (*s).to_owned()).collect();
         let request = HeadersRequest {
             credential: &self.settings.credential,
@@ -227,10 +256,26 @@ impl Forwarder {
         Ok(answer(response))
     }
 
+    /// Why sending failed, as the caller's answer: the caller's body over
+    /// the limit (413), the upstream's silence (504), or the upstream
+    /// unreachable or failing mid-request (502).
     fn unreachable(&self, e: &reqwest::Error) -> Refusal {
-        let what = if e.is_timeout() {
-            "did not answer in time"
-        } else if e.is_connect() {
+        let mut causes = std::iter::successors(std::error::Error::source(e), |s| s.source());
+        if causes.any(|s| s.is::<http_body_util::LengthLimitError>()) {
+            return too_large(&self.settings.name, self.settings.max_request_body);
+        }
+        let upstream = origin(&self.settings.upstream);
+        if e.is_timeout() {
+            return Refusal::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "upstream {upstream} did not answer within {} (proxy.{}.upstream_timeout)",
+                    humantime::format_duration(self.settings.upstream_timeout),
+                    self.settings.name
+                ),
+            );
+        }
+        let what = if e.is_connect() {
             "cannot be reached"
         } else {
             "failed mid-request"
@@ -239,7 +284,7 @@ impl Forwarder {
         let cause = std::error::Error::source(e).map_or_else(String::new, |s| format!(": {s}"));
         Refusal::new(
             StatusCode::BAD_GATEWAY,
-            format!("upstream {} {what}{cause}", origin(&self.settings.upstream)),
+            format!("upstream {upstream} {what}{cause}"),
         )
     }
 }

@@ -11,7 +11,7 @@
 //! Everything a local caller controls is bounded: request heads
 //! ([`MAX_HEAD`] within [`HEAD_TIMEOUT`]), bodies (`max_request_body`),
 //! connections per uid ([`MAX_CONNECTIONS_PER_UID`]); and the upstream's
-//! time too ([`UPSTREAM_CONNECT_TIMEOUT`], [`UPSTREAM_READ_TIMEOUT`]).
+//! time too ([`UPSTREAM_CONNECT_TIMEOUT`], `upstream_timeout`).
 
 mod forward;
 pub mod scopes;
@@ -46,9 +46,6 @@ pub const MAX_CONNECTIONS_PER_UID: usize = 256;
 pub const RETRY_BODY: u64 = 1024 * 1024;
 /// Connecting to the upstream (TCP and TLS).
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest silence from the upstream while a request or an answer is
-/// in flight (a streamed chat answer pauses while it thinks).
-pub const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a request waits for a token when none is valid yet (a refresh
 /// in flight), before answering 503.
 pub const TOKEN_WAIT: Duration = Duration::from_secs(30);
@@ -134,6 +131,17 @@ impl Proxy {
             forwarder: Arc::new(forwarder),
             listener,
         })
+    }
+
+    /// Its settings, with the address actually bound (a port 0 resolved).
+    pub fn settings(&self) -> ProxySettings {
+        let mut settings = self.forwarder.settings().clone();
+        if let Listener::Tcp(l) = &self.listener
+            && let Ok(addr) = l.local_addr()
+        {
+            settings.listen = ProxyListen::Tcp(addr);
+        }
+        settings
     }
 
     /// Serves until `shutdown`; connections then finish their request in

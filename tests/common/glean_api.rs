@@ -1,7 +1,10 @@
-//! A Glean Client API emulator in the test's process: plain HTTP/1.1 on
-//! loopback (a std `TcpListener`, a thread per connection, keep-alive),
-//! serving `POST /rest/api/v1/search` and `POST /rest/api/v1/chat` under the
-//! header rules of Glean's token documentation:
+//! A Glean Client API emulator in the test's process: HTTP/1.1 on loopback
+//! (a std `TcpListener`, a thread per connection, keep-alive), plain or,
+//! with [`GleanApi::start_tls`], over TLS with a certificate from a CA the
+//! test generates, serving `POST /rest/api/v1/search` and
+//! `POST /rest/api/v1/chat` (also streamed: `"stream": true` answers
+//! chunked NDJSON lines) under the header rules of Glean's token
+//! documentation:
 //!
 //! - `Authorization: Bearer <token>` on every request; a token it does not
 //!   know, revoked or expired: 401.
@@ -32,8 +35,9 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 pub const SEARCH_PATH: &str = "/rest/api/v1/search";
 pub const CHAT_PATH: &str = "/rest/api/v1/chat";
@@ -65,6 +69,8 @@ pub struct Seen {
     pub token: String,
     pub act_as: Option<String>,
     pub auth_type: Option<String>,
+    /// Every header as received, names lowercased.
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -82,47 +88,123 @@ struct State {
     gather: Option<(usize, usize)>,
     /// OAuth tokens are accepted but their user may not use the API: 403.
     oauth_forbidden: bool,
+    /// Streamed chat answers hold their last line until this is false.
+    hold_last_line: bool,
+    /// Streamed chat answers whose first line has been sent.
+    first_lines_sent: usize,
 }
 
 /// A running emulator; its threads end with the test process.
 pub struct GleanApi {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    /// Plain HTTP: the same as `addr` unless it serves TLS.
+    plain: SocketAddr,
+    /// With TLS: the PEM file of the CA that signed its certificate.
+    ca_file: Option<PathBuf>,
+}
+
+/// Serves `state` on a new loopback port, over TLS with `tls`; the port.
+fn accept(tls: Option<Arc<rustls::ServerConfig>>, state: &Arc<Mutex<State>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the Glean emulator");
+    let addr = listener.local_addr().expect("the emulator's address");
+    let shared = Arc::clone(state);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let state = Arc::clone(&shared);
+            let tls = tls.clone();
+            std::thread::spawn(move || {
+                let _ = match tls {
+                    None => serve(stream, &state),
+                    Some(config) => rustls::ServerConnection::new(config)
+                        .map_err(std::io::Error::other)
+                        .and_then(|c| serve(rustls::StreamOwned::new(c, stream), &state)),
+                };
+            });
+        }
+    });
+    addr
 }
 
 impl GleanApi {
-    /// Starts the emulator on a free loopback port. alice@corp.example and
-    /// bob@corp.example are its users.
+    /// Starts the emulator on a free loopback port, plain HTTP.
+    /// alice@corp.example and bob@corp.example are its users.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the Glean emulator");
-        let addr = listener.local_addr().expect("the emulator's address");
+        Self::listen(None, None)
+    }
+
+    /// Starts the emulator over TLS: a CA generated now (its certificate
+    /// written to `dir/glean-ca.pem`, see [`GleanApi::ca_file`]) signs a
+    /// certificate for 127.0.0.1 and localhost.
+    pub fn start_tls(dir: &Path) -> Self {
+        let (config, ca_pem) = tls_config();
+        let ca_file = dir.join("glean-ca.pem");
+        std::fs::write(&ca_file, ca_pem).expect("write the test CA");
+        Self::listen(Some(Arc::new(config)), Some(ca_file))
+    }
+
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>, ca_file: Option<PathBuf>) -> Self {
         let state = Arc::new(Mutex::new(State {
             users: vec!["alice@corp.example".into(), "bob@corp.example".into()],
             ..State::default()
         }));
-        let shared = Arc::clone(&state);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let state = Arc::clone(&shared);
-                std::thread::spawn(move || {
-                    let _ = serve(stream, &state);
-                });
-            }
-        });
-        Self { addr, state }
+        let addr = accept(tls.clone(), &state);
+        // With TLS, its token endpoint is also served in plain HTTP (same
+        // state): tokend's OAuth client trusts only the system's roots, and
+        // loopback http is allowed.
+        let plain = if tls.is_some() {
+            accept(None, &state)
+        } else {
+            addr
+        };
+        Self {
+            addr,
+            plain,
+            state,
+            ca_file,
+        }
     }
 
     /// The instance's base URL, for `server_url` and `instance`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
+    /// The CA file that makes its certificate trusted ([`start_tls`]).
+    ///
+    /// [`start_tls`]: GleanApi::start_tls
+    pub fn ca_file(&self) -> &Path {
+        self.ca_file.as_deref().expect("started with start_tls")
+    }
+
+    /// Streamed chat answers send their first line and then wait (at most
+    /// 10 s) for [`GleanApi::release_last_line`] before the last.
+    pub fn hold_last_line(&self) {
+        self.lock().hold_last_line = true;
+    }
+
+    /// Lets held streamed answers finish.
+    pub fn release_last_line(&self) {
+        self.lock().hold_last_line = false;
+    }
+
+    /// How many streamed chat answers have sent their first line.
+    pub fn first_lines_sent(&self) -> usize {
+        self.lock().first_lines_sent
+    }
+
+    /// `/oauth/token`, always over plain HTTP.
     pub fn token_endpoint(&self) -> String {
-        format!("{}{TOKEN_PATH}", self.url())
+        format!("http://{}{TOKEN_PATH}", self.plain)
     }
 
     pub fn revoke_url(&self) -> String {
-        format!("{}{REVOKE_PATH}", self.url())
+        format!("http://{}{REVOKE_PATH}", self.plain)
     }
 
     /// Creates a Glean-issued token, as the admin console does.
@@ -205,7 +287,7 @@ impl GleanApi {
     /// Sends `POST path` with `headers` and a JSON body to the emulator;
     /// its status and body.
     pub fn post(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).expect("connect to the emulator");
+        let mut stream = TcpStream::connect(self.plain).expect("connect to the emulator");
         let body = r#"{"query":"test","pageSize":1}"#;
         let mut request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
@@ -266,8 +348,37 @@ impl Request {
     }
 }
 
+/// A CA and a server certificate it signed for 127.0.0.1 and localhost:
+/// the server's TLS configuration and the CA's certificate (PEM).
+fn tls_config() -> (rustls::ServerConfig, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "tokend test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key"))
+        .expect("the CA's certificate");
+    let key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server parameters")
+        .signed_by(&key, &ca)
+        .expect("the server's certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+                .expect("the server's key"),
+        )
+        .expect("the server's TLS configuration");
+    (config, ca.pem())
+}
+
 /// Reads one request; `None` at the end of the connection.
-fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+fn read_request<S: Read>(reader: &mut BufReader<S>) -> std::io::Result<Option<Request>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -328,14 +439,18 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Req
     Ok(Some(request))
 }
 
-fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
+fn serve<S: Read + Write>(stream: S, state: &Mutex<State>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader)? {
         let (status, content_type, body) = answer(&request, state);
         let close = request
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let out = reader.get_mut();
+        if status == 200 && request.path == CHAT_PATH && streamed(&request) {
+            stream_lines(out, &body, state)?;
+            continue;
+        }
         write!(
             out,
             "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}\r\n",
@@ -350,6 +465,43 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a chat request asks for a streamed answer.
+fn streamed(request: &Request) -> bool {
+    serde_json::from_slice::<serde_json::Value>(&request.body)
+        .is_ok_and(|v| v["stream"] == serde_json::Value::Bool(true))
+}
+
+/// A streamed chat answer, as Glean sends one: `text/plain`, chunked, one
+/// JSON line per chunk; the last held while [`GleanApi::hold_last_line`]
+/// says so.
+fn stream_lines(out: &mut impl Write, message: &str, state: &Mutex<State>) -> std::io::Result<()> {
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )?;
+    let lines = [
+        r#"{"messages":[{"author":"GLEAN_AI","messageType":"UPDATE","fragments":[{"text":"Searching…"}]}]}"#.to_owned(),
+        message.to_owned(),
+    ];
+    for (i, line) in lines.iter().enumerate() {
+        if i == 1 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while lock().hold_last_line && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let chunk = format!("{line}\n");
+        write!(out, "{:x}\r\n{chunk}\r\n", chunk.len())?;
+        out.flush()?;
+        if i == 0 {
+            lock().first_lines_sent += 1;
+        }
+    }
+    write!(out, "0\r\n\r\n")?;
+    out.flush()
 }
 
 fn reason(status: u16) -> &'static str {
@@ -456,12 +608,12 @@ fn gather(state: &Mutex<State>) {
         Some((target, count)) if *count < *target => *count += 1,
         _ => return,
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
         if lock().gather.is_some_and(|(target, count)| count >= target) {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -484,6 +636,7 @@ fn answer_now(request: &Request, state: &Mutex<State>) -> (u16, &'static str, St
                 token: bearer(request).unwrap_or_default().to_owned(),
                 act_as: act_as(request).map(str::to_owned),
                 auth_type: request.header("x-glean-auth-type").map(str::to_owned),
+                headers: request.headers.clone(),
             };
             state.seen.push(seen);
             (status, content_type, body)
@@ -580,9 +733,14 @@ fn judge(request: &Request, state: &State) -> (u16, &'static str, String) {
         return (403, TEXT, "Forbidden".into());
     }
     let n = state.seen.len() + 1;
+    let query = serde_json::from_slice::<serde_json::Value>(&request.body)
+        .ok()
+        .and_then(|v| v["query"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+        .replace(['"', '\\'], "");
     let body = if search {
         format!(
-            r#"{{"results":[{{"title":"Quarterly report Q{n}","url":"https://docs.corp.example/q{n}"}}],"trackingToken":"tt-{n}","requestID":"req-{n}"}}"#
+            r#"{{"results":[{{"title":"Quarterly report Q{n}","url":"https://docs.corp.example/q{n}","document":{{"datasource":"confluence"}},"snippets":[{{"snippet":"Revenue grew","text":"Revenue grew"}}]}}],"metadata":{{"searchedQuery":"{query}"}},"trackingToken":"tt-{n}","requestID":"req-{n}"}}"#
         )
     } else {
         format!(

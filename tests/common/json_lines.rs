@@ -1,10 +1,10 @@
 //! A child process that prints one JSON value per line (the watch scripts
-//! of the interop and client-package tests), read line by line with a
-//! time limit each; on any failure its stderr is shown.
+//! of the interop and client-package tests, an MCP server over stdio), read
+//! line by line with a time limit each; on any failure its stderr is shown.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -20,9 +20,18 @@ pub struct JsonLines {
 impl JsonLines {
     /// Starts `cmd` (stdin closed, stdout and stderr piped); each line must
     /// arrive within `per_line`.
-    pub fn spawn(mut cmd: Command, per_line: Duration) -> Self {
+    pub fn spawn(cmd: Command, per_line: Duration) -> Self {
+        Self::start(cmd, Stdio::null(), per_line)
+    }
+
+    /// Like [`JsonLines::spawn`], with stdin open for [`JsonLines::send`].
+    pub fn spawn_talking(cmd: Command, per_line: Duration) -> Self {
+        Self::start(cmd, Stdio::piped(), per_line)
+    }
+
+    fn start(mut cmd: Command, stdin: Stdio, per_line: Duration) -> Self {
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -42,6 +51,18 @@ impl JsonLines {
             lines,
             per_line,
         }
+    }
+
+    /// Writes `message` as one line to its stdin.
+    pub fn send(&mut self, message: &Value) {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .expect("started with spawn_talking");
+        writeln!(stdin, "{message}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("write to the child: {e}"));
     }
 
     /// The next line as JSON; `what` names it in a failure.
@@ -80,5 +101,13 @@ impl JsonLines {
             let _ = e.read_to_string(&mut err);
         }
         err
+    }
+}
+
+impl Drop for JsonLines {
+    /// A test that fails or ends early leaves no child behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

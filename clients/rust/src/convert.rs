@@ -11,7 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::proto;
 use crate::types::{
-    Alert, CredentialStatus, Headers, HeadersRequest, LoginInfo, Refreshed, Reloaded, State, WhoAmI,
+    Alert, CredentialStatus, Headers, HeadersRequest, LoginInfo, ProxyEndpoint, Refreshed,
+    Reloaded, State, WhoAmI,
 };
 
 /// The largest duration protobuf allows (about 10 000 years, per
@@ -191,6 +192,16 @@ impl From<proto::WhoAmIResponse> for WhoAmI {
             pid: (r.pid > 0).then_some(r.pid),
             admin: r.admin,
             credentials: r.credentials,
+            proxies: r
+                .proxies
+                .into_iter()
+                .map(|p| ProxyEndpoint {
+                    name: p.name,
+                    credential: p.credential,
+                    listen: p.listen,
+                    upstream: p.upstream,
+                })
+                .collect(),
         }
     }
 }

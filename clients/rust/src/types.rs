@@ -298,6 +298,40 @@ pub struct WhoAmI {
     pub admin: bool,
     /// The credentials whose `allow` admits the caller, sorted.
     pub credentials: Vec<String>,
+    /// The `[[proxy]]` listeners whose credential admits the caller.
+    pub proxies: Vec<ProxyEndpoint>,
+}
+
+/// A `[[proxy]]` the caller may use, from [`WhoAmI`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyEndpoint {
+    /// The proxy's name.
+    pub name: String,
+    /// The credential whose headers it injects.
+    pub credential: String,
+    /// Where it listens: `127.0.0.1:8787` (the port bound) or
+    /// `unix:/run/tokend/glean.sock`.
+    pub listen: String,
+    /// Where it forwards to.
+    pub upstream: String,
+}
+
+impl ProxyEndpoint {
+    /// The base URL HTTP clients use: `http://127.0.0.1:8787`, or
+    /// `http://localhost` for a Unix socket (the client connects to the
+    /// socket itself).
+    pub fn url(&self) -> String {
+        if self.listen.starts_with("unix:") {
+            "http://localhost".to_owned()
+        } else {
+            format!("http://{}", self.listen)
+        }
+    }
+
+    /// The Unix socket's path, when it listens on one.
+    pub fn socket(&self) -> Option<&str> {
+        self.listen.strip_prefix("unix:")
+    }
 }
 
 /// What a config reload changed, by credential name.

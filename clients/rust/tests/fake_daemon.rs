@@ -133,6 +133,20 @@ impl TokenBroker for Fake {
             pid: 0,
             admin: false,
             credentials: vec!["gmail".into()],
+            proxies: vec![
+                proto::ProxyEndpoint {
+                    name: "glean".into(),
+                    credential: "gmail".into(),
+                    listen: "127.0.0.1:8787".into(),
+                    upstream: "https://acme-be.glean.com".into(),
+                },
+                proto::ProxyEndpoint {
+                    name: "glean-unix".into(),
+                    credential: "gmail".into(),
+                    listen: "unix:/run/tokend/glean.sock".into(),
+                    upstream: "https://acme-be.glean.com".into(),
+                },
+            ],
         }))
     }
 
@@ -458,6 +472,18 @@ async fn whoami_reads_an_absent_pid_as_none() {
     assert_eq!(me.pid, None, "pid 0 means another pid namespace");
     assert!(!me.admin);
     assert_eq!(me.credentials, ["gmail"]);
+    let urls: Vec<(String, Option<&str>)> =
+        me.proxies.iter().map(|p| (p.url(), p.socket())).collect();
+    assert_eq!(
+        urls,
+        [
+            ("http://127.0.0.1:8787".to_owned(), None),
+            (
+                "http://localhost".to_owned(),
+                Some("/run/tokend/glean.sock")
+            )
+        ]
+    );
 }
 
 #[tokio::test]

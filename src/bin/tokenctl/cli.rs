@@ -97,6 +97,14 @@ pub(crate) enum Command {
         #[arg(long)]
         instance: Option<String>,
     },
+    /// Print the environment Glean's tools read to go through a [[proxy]]:
+    /// its URL as GLEAN_SERVER_URL and GLEAN_BASE_URL, and a placeholder
+    /// GLEAN_API_TOKEN (not a secret: the proxy injects the real one). Use as
+    /// `env $(tokenctl proxy-env NAME) some-tool`.
+    ProxyEnv {
+        /// The proxy's name in [[proxy]] (`tokenctl whoami` lists yours).
+        proxy: String,
+    },
     /// List open alerts about the credentials you may see.
     Alerts {
         /// Print JSON instead of lines.

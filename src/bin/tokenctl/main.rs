@@ -209,6 +209,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 done => output::line(&done?),
             }
         }
+        Command::ProxyEnv { proxy: name } => {
+            let me = client.whoami().await?;
+            let Some(proxy) = me.proxies.iter().find(|p| p.name == name) else {
+                let yours: Vec<&str> = me.proxies.iter().map(|p| p.name.as_str()).collect();
+                let yours = if yours.is_empty() {
+                    "none".to_owned()
+                } else {
+                    yours.join(", ")
+                };
+                return Err(fail(
+                    exit::NOT_FOUND,
+                    format!(
+                        "no proxy `{name}` that you may use (yours: {yours}); a proxy is \
+                         usable when its credential's `allow` admits you"
+                    ),
+                ));
+            };
+            if let Some(socket) = proxy.socket() {
+                return Err(fail(
+                    exit::USAGE,
+                    format!(
+                        "proxy `{name}` listens on the Unix socket {socket}, and tools that \
+                         take a server URL need TCP: give it a loopback listener (listen = \
+                         \"127.0.0.1:8787\"), or point a client that speaks HTTP over Unix \
+                         sockets at the socket (curl --unix-socket {socket} http://localhost/…)"
+                    ),
+                ));
+            }
+            output::proxy_env(&proxy.url());
+        }
         Command::Alerts { json } => output::alerts(&client.alerts().await?, json),
         Command::Reload => output::reloaded(&client.reload().await?),
         Command::TestAlert { sink } => {

@@ -106,6 +106,12 @@ pub(crate) fn whoami(me: &WhoAmI, json: bool) {
             "pid": me.pid,
             "admin": me.admin,
             "credentials": me.credentials,
+            "proxies": me.proxies.iter().map(|p| serde_json::json!({
+                "name": p.name,
+                "credential": p.credential,
+                "listen": p.listen,
+                "upstream": p.upstream,
+            })).collect::<Vec<_>>(),
         }));
         return;
     }
@@ -120,9 +126,29 @@ pub(crate) fn whoami(me: &WhoAmI, json: bool) {
     } else {
         me.credentials.join(", ")
     };
-    line(&format!(
+    let mut text = format!(
         "{}\npid {pid}\nadmin: {admin}\nmay fetch: {credentials}",
         identity(me)
+    );
+    for p in &me.proxies {
+        text.push_str(&format!(
+            "\nproxy {}: {} → {} with `{}`",
+            p.name, p.listen, p.upstream, p.credential
+        ));
+    }
+    line(&text);
+}
+
+/// What `tokenctl proxy-env` prints in place of a token: tools insist on
+/// one, and the proxy replaces it.
+const PLACEHOLDER_TOKEN: &str = "tokend-proxy-injects-the-real-token";
+
+/// `tokenctl proxy-env`: `NAME=value` lines for `env $(…)`. The URL under
+/// every name Glean's tools read: the SDKs' `GLEAN_SERVER_URL`, and
+/// `GLEAN_BASE_URL`, which `@gleanwork/local-mcp-server` 0.7 uses as is.
+pub(crate) fn proxy_env(url: &str) {
+    line(&format!(
+        "GLEAN_SERVER_URL={url}\nGLEAN_BASE_URL={url}\nGLEAN_API_TOKEN={PLACEHOLDER_TOKEN}"
     ));
 }
 
