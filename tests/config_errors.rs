@@ -432,3 +432,85 @@ fn twenty_thousand_bad_credentials_are_all_reported() {
         err.lines().last().unwrap_or_default()
     );
 }
+
+/// Each bad `[[proxy]]` is refused with its field and what to write
+/// instead; two proxies on port 0 (the kernel picks each a port) do not
+/// clash.
+#[test]
+fn bad_proxy_tables() {
+    let table = |lines: &str| {
+        format!(
+            "{GOOD}\n[[proxy]]\nname = \"p\"\ncredential = \"search\"\n\
+             upstream = \"https://acme-be.glean.com\"\n{lines}\n"
+        )
+    };
+    let cases: &[(&str, &[&str])] = &[
+        (
+            r#"listen = "0.0.0.0:8787""#,
+            &["proxy.p.listen: 0.0.0.0 is not a loopback address"],
+        ),
+        (
+            r#"listen = "unix:glean.sock""#,
+            &["proxy.p.listen: a Unix socket needs an absolute path"],
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\nupstream_timeout = \"1h\"",
+            &["proxy.p.upstream_timeout: `1h` is outside 1s to 10m"],
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\nmax_request_body = \"2GiB\"",
+            &["proxy.p.max_request_body: `2GiB` is not a size from 1 byte to 1GiB"],
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\nca_file = \"absent.pem\"",
+            &["proxy.p.ca_file: cannot read", "absent.pem"],
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\n\n[[proxy]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\n\
+             credential = \"search\"\nupstream = \"https://acme-be.glean.com\"",
+            &["proxy `p` has the same name or listen address as proxy `p`"],
+        ),
+    ];
+    for (lines, fragments) in cases {
+        let work = Workdir::new();
+        let out = check_config(&work, "", &table(lines));
+        assert_refused(&work, &out, fragments);
+    }
+    // Without an upstream, the credential must name its instance.
+    let work = Workdir::new();
+    let config =
+        table("listen = \"127.0.0.1:0\"").replace("upstream = \"https://acme-be.glean.com\"\n", "");
+    let out = check_config(&work, "", &config);
+    assert_refused(&work, &out, &["proxy.p.upstream: missing; set upstream"]);
+    // A credential that does not exist.
+    let out = check_config(
+        &work,
+        "",
+        &table("listen = \"127.0.0.1:0\"")
+            .replace("credential = \"search\"", "credential = \"nope\""),
+    );
+    assert_refused(
+        &work,
+        &out,
+        &["proxy.p.credential: no credential named `nope`"],
+    );
+    // Cleartext upstreams only on loopback.
+    let out = check_config(
+        &work,
+        "",
+        &table("listen = \"127.0.0.1:0\"").replace("https://acme-be", "http://acme-be"),
+    );
+    assert_refused(&work, &out, &["proxy.p.upstream"]);
+
+    let two = format!(
+        "{}\n[[proxy]]\nname = \"q\"\nlisten = \"127.0.0.1:0\"\ncredential = \"search\"\n\
+         upstream = \"https://acme-be.glean.com\"\n",
+        table("listen = \"127.0.0.1:0\"")
+    );
+    let out = check_config(&work, "", &two);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

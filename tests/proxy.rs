@@ -473,6 +473,11 @@ fn a_revoked_token_is_refreshed_once_and_the_requests_retried() {
             .with(r#"extra_headers = { "X-Glean-Auth-Type" = "OAUTH" }"#),
         proxy("glean", "127.0.0.1:0", "glean-oauth", &api, "")
     );
+    let metrics = work.path().join("metrics.sock");
+    let credentials = format!(
+        "{credentials}\n[metrics]\nlisten = \"unix:{}\"\n",
+        metrics.display()
+    );
     work.write_config(&work.store_section(), &credentials);
     let daemon = Daemon::start(&work);
     let url = proxy_url(&work, "glean");
@@ -499,6 +504,19 @@ fn a_revoked_token_is_refreshed_once_and_the_requests_retried() {
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), CALLERS + 1);
     let retried = api.seen().last().unwrap().token.clone();
     assert_eq!(retried, "glean_oauth_access_2");
+    // The metrics count them.
+    let mut scrape = std::os::unix::net::UnixStream::connect(&metrics).unwrap();
+    let (_, page) = exchange(&mut scrape, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    for line in [
+        format!("tokend_proxy_retries_total{{proxy=\"glean\"}} {CALLERS}"),
+        format!(
+            "tokend_proxy_requests_total{{proxy=\"glean\",status=\"200\"}} {}",
+            CALLERS + 1
+        ),
+        "tokend_proxy_upstream_duration_seconds_count{proxy=\"glean\"} 5".to_owned(),
+    ] {
+        assert!(page.lines().any(|l| l == line), "no {line} in\n{page}");
+    }
     drop(daemon);
 }
 
@@ -574,8 +592,14 @@ fn hostile_callers_and_upstreams_are_bounded() {
             &api,
             "max_request_body = \"1KiB\""
         ),
+    ) + &format!(
+        "{}{}",
+        // Its authorization server is down: no token to inject.
+        OAuth::client_credentials("down", "http://127.0.0.1:9/token", "tokend"),
+        proxy("down", "127.0.0.1:0", "down", &api, "")
     );
-    work.write_config("", &credentials);
+    common::write_secret(&work.path().join("client-secret-basic"), "cc-secret");
+    work.write_config(&work.store_section(), &credentials);
     let daemon = Daemon::start(&work);
     let url = proxy_url(&work, "glean");
 
@@ -611,6 +635,14 @@ fn hostile_callers_and_upstreams_are_bounded() {
     assert_eq!(status, 504, "{answer}");
     assert!(answer.contains("proxy.stuck.upstream_timeout"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Refreshing is failing and no token is valid: 503 with tokend's
+    // reason, and nothing forwarded.
+    let before = api.seen().len();
+    let (status, answer) = exchange(tcp(&proxy_url(&work, "down")), &post(SEARCH_PATH, "", "{}"));
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("tokend: "), "{answer}");
+    assert_eq!(api.seen().len(), before);
 
     // A slowloris: one byte a second never completes a head; the proxy
     // closes the connection once HEAD_TIMEOUT has passed.

@@ -114,6 +114,30 @@ impl Broker {
         req: HeadersRequest<'a>,
         wait: Duration,
     ) -> Result<Grant<'a>, BrokerError> {
+        self.headers_within(peer, req, wait, false).await
+    }
+
+    /// Like [`Broker::get_headers`], but once a refresh has failed and no
+    /// usable token is held, answers `Unavailable` at once instead of
+    /// waiting through retries: for callers that cannot say how long they
+    /// are willing to wait (the proxy's HTTP clients), a prompt 503 with the
+    /// reason beats a hung request.
+    pub async fn get_headers_unless_failing<'a>(
+        &'a self,
+        peer: &Peer,
+        req: HeadersRequest<'a>,
+        wait: Duration,
+    ) -> Result<Grant<'a>, BrokerError> {
+        self.headers_within(peer, req, wait, true).await
+    }
+
+    async fn headers_within<'a>(
+        &'a self,
+        peer: &Peer,
+        req: HeadersRequest<'a>,
+        wait: Duration,
+        fail_fast: bool,
+    ) -> Result<Grant<'a>, BrokerError> {
         let now = tokio::time::Instant::now();
         // Far enough to never fire if a caller's wait does not fit.
         let deadline = now
@@ -132,11 +156,16 @@ impl Broker {
             if let Some(grant) = try_get(&slot, peer, req, clock.now())? {
                 return Ok(grant);
             }
-            if let Some(d) = &slot.driver {
+            let failing = fail_fast && slot.current.borrow().last_error.is_some();
+            if !failing && let Some(d) = &slot.driver {
                 d.wake.notify_one();
             }
-            let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
+            let changed = if failing {
+                None
+            } else {
+                tokio::time::timeout_at(deadline, rx.changed()).await.ok()
+            };
+            if !matches!(changed, Some(Ok(()))) {
                 let snap = slot.current.borrow();
                 return Err(BrokerError::Unavailable {
                     name: Arc::clone(&slot.credential.name),

@@ -190,7 +190,7 @@ impl Forwarder {
         };
         let (headers, fingerprint) = self
             .broker
-            .get_headers(peer, request, TOKEN_WAIT)
+            .get_headers_unless_failing(peer, request, TOKEN_WAIT)
             .await
             .map(grant_headers)
             .map_err(|e| Refusal::broker(e, scope))?;
@@ -243,7 +243,11 @@ impl Forwarder {
             let _ = self
                 .broker
                 .invalidate(peer, &self.settings.credential, &fingerprint);
-            if let Ok(grant) = self.broker.get_headers(peer, request, TOKEN_WAIT).await {
+            if let Ok(grant) = self
+                .broker
+                .get_headers_unless_failing(peer, request, TOKEN_WAIT)
+                .await
+            {
                 let (headers, _) = grant_headers(grant);
                 self.metrics.proxy_retry(&self.settings.name);
                 response = send(&headers, reqwest::Body::from(bytes))
