@@ -38,6 +38,18 @@ pub fn start(dir: &Path, n: usize) -> (Child, PathBuf) {
 /// [`start`] with `tag` in the socket's and config's names and extra
 /// environment for the daemon.
 pub fn start_env(dir: &Path, n: usize, tag: &str, env: &[(&str, &str)]) -> (Child, PathBuf) {
+    start_with(dir, n, tag, env, "")
+}
+
+/// [`start_env`] with `extra` (more TOML tables, e.g. `[[proxy]]`) at the
+/// end of the config.
+pub fn start_with(
+    dir: &Path,
+    n: usize,
+    tag: &str,
+    env: &[(&str, &str)],
+    extra: &str,
+) -> (Child, PathBuf) {
     let secret = dir.join("secret");
     std::fs::write(&secret, "glean_bench_token\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -52,6 +64,7 @@ pub fn start_env(dir: &Path, n: usize, tag: &str, env: &[(&str, &str)]) -> (Chil
              allow = {{ uids = [{uid}] }}\n"
         ));
     }
+    config.push_str(extra);
     let config_path = dir.join(format!("tokend-{n}{tag}.toml"));
     std::fs::write(&config_path, config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
@@ -130,4 +143,24 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Lets this process, and the daemons it starts, hold `needed` open files:
+/// the soft limit raised to the hard one.
+pub fn raise_fd_limit(needed: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
+    #[allow(unsafe_code)]
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    assert!(
+        lim.rlim_cur >= needed,
+        "this bench needs {needed} open files; raise the hard limit (`ulimit -Hn {needed}` as root)"
+    );
 }
