@@ -610,14 +610,17 @@ fn hostile_callers_and_upstreams_are_bounded() {
     );
     let (status, answer) = exchange(tcp(&url), big.as_bytes());
     assert_eq!(status, 431, "{answer}");
+    assert_no_secret("a refusal", &answer);
     let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70 * 1024));
     let (status, answer) = exchange(tcp(&url), long_line.as_bytes());
     assert!(matches!(status, 414 | 431), "{answer}");
+    assert_no_secret("a refusal", &answer);
 
     // Bodies over max_request_body: declared, and chunked.
     let body = "x".repeat(2048);
     let (status, answer) = exchange(tcp(&url), &post(SEARCH_PATH, "", &body));
     assert_eq!(status, 413, "{answer}");
+    assert_no_secret("a refusal", &answer);
     assert!(answer.contains("proxy.glean.max_request_body"), "{answer}");
     let chunked = format!(
         "POST {SEARCH_PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
@@ -625,6 +628,7 @@ fn hostile_callers_and_upstreams_are_bounded() {
     );
     let (status, answer) = exchange(tcp(&url), chunked.as_bytes());
     assert_eq!(status, 413, "{answer}");
+    assert_no_secret("a refusal", &answer);
 
     // An upstream that never answers: 504 after upstream_timeout.
     let started = Instant::now();
@@ -633,6 +637,7 @@ fn hostile_callers_and_upstreams_are_bounded() {
         &post(SEARCH_PATH, "", "{}"),
     );
     assert_eq!(status, 504, "{answer}");
+    assert_no_secret("a refusal", &answer);
     assert!(answer.contains("proxy.stuck.upstream_timeout"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(10));
 
@@ -641,6 +646,7 @@ fn hostile_callers_and_upstreams_are_bounded() {
     let before = api.seen().len();
     let (status, answer) = exchange(tcp(&proxy_url(&work, "down")), &post(SEARCH_PATH, "", "{}"));
     assert_eq!(status, 503, "{answer}");
+    assert_no_secret("a refusal", &answer);
     assert!(answer.contains("tokend: "), "{answer}");
     assert_eq!(api.seen().len(), before);
 
@@ -671,8 +677,5 @@ fn hostile_callers_and_upstreams_are_bounded() {
 
     let logs = daemon.logs();
     assert_no_secret("tokend's log", &logs);
-    for answer in [big, long_line] {
-        assert_no_secret("a request", &answer);
-    }
     drop(daemon);
 }
