@@ -46,7 +46,7 @@ fn main() {
             layer.push(grpc_load(&with_socket, clients, ROUND));
             same.push(grpc_load(&twin_socket, clients, ROUND));
         }
-        let (base, layer, same) = (merge(base), merge(layer), merge(same));
+        let (base, layer, same) = (Load::merge(base), Load::merge(layer), Load::merge(same));
         print_row("without the layer", clients, &base);
         print_row("with the layer", clients, &layer);
         print_row("without, second daemon", clients, &same);
@@ -97,14 +97,6 @@ fn main() {
             ns / copy
         );
     }
-}
-
-fn merge(runs: Vec<Load>) -> Load {
-    let n = runs.len() as f64;
-    let rate = runs.iter().map(|l| l.rate).sum::<f64>() / n;
-    let mut lat: Vec<f64> = runs.into_iter().flat_map(|l| l.lat).collect();
-    lat.sort_by(f64::total_cmp);
-    Load { rate, lat }
 }
 
 const REQUESTS: usize = 10_000;

@@ -160,13 +160,9 @@ fn raw_load(path: &Path, clients: usize) -> Load {
             })
         })
         .collect();
-    let mut lat: Vec<f64> = threads
+    let lat = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    lat.sort_by(f64::total_cmp);
-    Load {
-        rate: lat.len() as f64 / RUN.as_secs_f64(),
-        lat,
-    }
+    Load::of(lat, RUN)
 }

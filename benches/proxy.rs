@@ -86,7 +86,7 @@ fn main() {
                 proxied.push(load(proxy, clients, ROUND, fresh));
                 ticks += cpu_ticks(daemon.id()) - cpu;
             }
-            let (direct, proxied) = (merge(direct), merge(proxied));
+            let (direct, proxied) = (Load::merge(direct), Load::merge(proxied));
             let cpu_us = ticks as f64 * TICK_US;
             let how = if fresh { "new conn each" } else { "keep-alive" };
             print_row(&format!("direct, {how}"), clients, &direct);
@@ -285,24 +285,11 @@ fn load(addr: SocketAddr, clients: usize, run: Duration, fresh: bool) -> Load {
             })
         })
         .collect();
-    let mut lat: Vec<f64> = threads
+    let lat = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    lat.sort_by(f64::total_cmp);
-    Load {
-        rate: lat.len() as f64 / run.as_secs_f64(),
-        lat,
-    }
-}
-
-/// Rounds of equal length as one load.
-fn merge(rounds: Vec<Load>) -> Load {
-    let n = rounds.len() as f64;
-    let rate = rounds.iter().map(|l| l.rate).sum::<f64>() / n;
-    let mut lat: Vec<f64> = rounds.into_iter().flat_map(|l| l.lat).collect();
-    lat.sort_by(f64::total_cmp);
-    Load { rate, lat }
+    Load::of(lat, run)
 }
 
 /// The request clients send; with `close`, asking the server to close the

@@ -19,6 +19,26 @@ pub struct Load {
     pub lat: Vec<f64>,
 }
 
+impl Load {
+    /// Every call's latency (µs, any order) over `run`.
+    pub fn of(mut lat: Vec<f64>, run: Duration) -> Self {
+        lat.sort_by(f64::total_cmp);
+        Self {
+            rate: lat.len() as f64 / run.as_secs_f64(),
+            lat,
+        }
+    }
+
+    /// Rounds of equal length as one load: the mean rate, all latencies.
+    pub fn merge(rounds: Vec<Self>) -> Self {
+        let n = rounds.len() as f64;
+        let rate = rounds.iter().map(|l| l.rate).sum::<f64>() / n;
+        let mut all: Vec<f64> = rounds.into_iter().flat_map(|l| l.lat).collect();
+        all.sort_by(f64::total_cmp);
+        Self { rate, lat: all }
+    }
+}
+
 /// One table row: rate and p50/p99/p99.9 latency.
 pub fn print_row(what: &str, clients: usize, l: &Load) {
     println!(
@@ -119,11 +139,7 @@ pub fn grpc_load(socket: &Path, clients: usize, run: Duration) -> Load {
         for t in tasks {
             lat.extend(t.await.unwrap());
         }
-        lat.sort_by(f64::total_cmp);
-        Load {
-            rate: lat.len() as f64 / run.as_secs_f64(),
-            lat,
-        }
+        Load::of(lat, run)
     })
 }
 
