@@ -168,6 +168,13 @@ pub struct OAuthCredential {
     pub serve_stale: bool,
     /// When to renew the access token.
     pub schedule: Schedule,
+    /// Held by the fleet (`[fleet]`): one elected node refreshes it and the
+    /// others serve what it publishes.
+    pub shared: bool,
+    /// On `invalid_grant`, present the refresh token from before the last
+    /// rotation once. Only for servers with a reuse grace period: on a server
+    /// with reuse detection that replay revokes the whole grant.
+    pub retry_previous_refresh_token: bool,
 }
 
 /// When to renew an access token, given its lifetime.

@@ -279,9 +279,14 @@ impl Context<'_> {
             "default_lifetime",
             "owner",
             "instance",
+            "shared",
         ];
         if grant == OAuthGrant::RefreshToken {
-            allowed.extend(["redirect_uri", "refresh_token_lifetime"]);
+            allowed.extend([
+                "redirect_uri",
+                "refresh_token_lifetime",
+                "retry_previous_refresh_token",
+            ]);
         }
         self.only_fields(raw, raw.kind.get_ref(), &allowed, field);
         // The client secret and refresh tokens travel to the token endpoint
@@ -337,6 +342,11 @@ impl Context<'_> {
             refresh_token_lifetime,
             serve_stale: raw.serve_stale.as_ref().is_some_and(|s| *s.get_ref()),
             schedule,
+            shared: raw.shared.as_ref().is_some_and(|s| *s.get_ref()),
+            retry_previous_refresh_token: raw
+                .retry_previous_refresh_token
+                .as_ref()
+                .is_some_and(|s| *s.get_ref()),
         })
     }
 

@@ -10,6 +10,7 @@ mod alerts;
 mod context;
 mod credential;
 mod error;
+mod fleet;
 mod proxy;
 mod raw;
 
@@ -21,6 +22,7 @@ use crate::alert;
 use crate::credential::{Admins, Credential, GleanSecret, Kind};
 
 pub use error::{ConfigError, Problem};
+pub use fleet::{FleetSettings, FleetTls};
 pub use proxy::{ProxyListen, ProxySettings};
 
 use context::Context;
@@ -63,6 +65,8 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     /// Every `[[proxy]]`, in file order.
     pub proxies: Vec<ProxySettings>,
+    /// The `[fleet]` table, when credentials are shared between hosts.
+    pub fleet: Option<FleetSettings>,
     /// Every secret file the config reads, watched for changes.
     pub secret_files: Vec<PathBuf>,
 }
@@ -161,6 +165,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             Some(path) => Listen::Unix(path.into()),
             None => Listen::Tcp(l.into_inner()),
         });
+    let has_fleet = raw.fleet.is_some();
+    let fleet = raw.fleet.and_then(|f| cx.fleet(f));
     // Byte offsets, turned into line numbers only for an error.
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut credentials = Vec::with_capacity(raw.credential.len());
@@ -175,7 +181,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             );
             continue;
         }
-        seen.insert(name, c.name.span().start);
+        seen.insert(name.clone(), c.name.span().start);
+        if let Some(shared) = c.shared.as_ref().filter(|s| *s.get_ref() && !has_fleet) {
+            cx.problem(
+                shared.span(),
+                &format!("credential.{name}.shared"),
+                "a shared credential needs a [fleet] table naming the etcd cluster".into(),
+            );
+        }
         if let Some(c) = cx.credential(c) {
             credentials.push(c);
         }
@@ -208,6 +221,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             metrics,
             credentials,
             proxies,
+            fleet,
             secret_files: cx.secret_files,
         })
     } else {

@@ -24,6 +24,22 @@ pub(super) struct RawConfig {
     pub(super) credential: Vec<RawCredential>,
     #[serde(default)]
     pub(super) proxy: Vec<RawProxy>,
+    pub(super) fleet: Option<Spanned<RawFleet>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) node: Option<Spanned<String>>,
+    pub(super) lease_ttl: Option<Spanned<String>>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<RawSecret>>,
+    pub(super) tls_ca_file: Option<PathBuf>,
+    pub(super) tls_cert_file: Option<PathBuf>,
+    pub(super) tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +145,8 @@ pub(super) struct RawCredential {
     pub(super) default_lifetime: Option<Spanned<String>>,
     pub(super) redirect_uri: Option<Spanned<String>>,
     pub(super) instance: Option<Spanned<String>>,
+    pub(super) shared: Option<Spanned<bool>>,
+    pub(super) retry_previous_refresh_token: Option<Spanned<bool>>,
 }
 
 impl RawCredential {
@@ -182,6 +200,13 @@ impl RawCredential {
                 self.redirect_uri.as_ref().map(Spanned::span),
             ),
             span("instance", self.instance.as_ref().map(Spanned::span)),
+            span("shared", self.shared.as_ref().map(Spanned::span)),
+            span(
+                "retry_previous_refresh_token",
+                self.retry_previous_refresh_token
+                    .as_ref()
+                    .map(Spanned::span),
+            ),
         ]
         .into_iter()
         .flatten()

@@ -87,8 +87,9 @@ impl Driver {
         let mut record = self.record.clone();
         record.refreshing_since = None;
         if used.is_some_and(|old| old.expose_secret() != new.expose_secret()) {
-            record.previous_refresh_token =
-                used.map(|old| Zeroizing::new(old.expose_secret().to_owned()));
+            record.previous_refresh_token = used
+                .filter(|_| self.oauth().retry_previous_refresh_token)
+                .map(|old| Zeroizing::new(old.expose_secret().to_owned()));
             record.refresh_token = Some(Zeroizing::new(new.expose_secret().to_owned()));
             tracing::warn!("the token answer was unusable, but its rotated refresh token is kept");
         }
@@ -132,9 +133,12 @@ impl Driver {
         }
     }
 
-    /// The token request, retried once with the refresh token from before
-    /// the last rotation when the current one is refused: a server with a
-    /// reuse grace period still accepts it if the new one never worked.
+    /// The token request. With `retry_previous_refresh_token` (and only
+    /// then) a refused refresh token is retried once with the one from
+    /// before the last rotation: a server with a reuse grace period still
+    /// accepts it if the new one was lost. Off by default, because on a
+    /// server with reuse detection that retry is a replay that revokes the
+    /// grant and buries the first `invalid_grant` under a second.
     async fn exchange(
         &self,
         endpoint: &str,
@@ -144,6 +148,7 @@ impl Driver {
         let result = self.request(endpoint, refresh_token, now).await;
         if let (Err(e), Some(previous)) = (&result, &self.record.previous_refresh_token)
             && e.is_invalid_grant()
+            && self.oauth().retry_previous_refresh_token
         {
             tracing::warn!("refresh token refused; trying the one from before the last rotation");
             let previous = SecretString::from(previous.as_str());
@@ -187,8 +192,11 @@ impl Driver {
         record.refreshing_since = None;
         match (&tokens.refresh_token, &used) {
             (Some(new), Some(old)) if new.expose_secret() != old.expose_secret() => {
-                record.previous_refresh_token =
-                    Some(Zeroizing::new(old.expose_secret().to_owned()));
+                // Kept only for the opt-in retry (see `exchange`).
+                record.previous_refresh_token = self
+                    .oauth()
+                    .retry_previous_refresh_token
+                    .then(|| Zeroizing::new(old.expose_secret().to_owned()));
                 record.refresh_token = Some(Zeroizing::new(new.expose_secret().to_owned()));
             }
             // The refresh token in use has now worked: the older one can go.

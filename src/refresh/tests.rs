@@ -335,8 +335,8 @@ mod driver {
             Some("rt-2")
         );
         assert_eq!(
-            record.previous_refresh_token.as_deref().map(String::as_str),
-            Some("rt-1")
+            record.previous_refresh_token, None,
+            "the consumed token is kept only for the opt-in retry"
         );
         assert_eq!(
             record.refreshing_since, None,
@@ -345,6 +345,36 @@ mod driver {
         tokio::time::sleep(HOUR).await;
         assert_eq!(*endpoint.presented.lock().unwrap(), ["rt-1", "rt-2"]);
         b.shutdown().await;
+    }
+
+    /// A refused refresh token is never followed by the consumed one unless
+    /// the credential opts in: on a server with reuse detection that replay
+    /// revokes the grant.
+    #[tokio::test(start_paused = true)]
+    async fn the_previous_refresh_token_is_presented_only_when_opted_in() {
+        for (extra, presented) in [
+            ("", &["rt-1", "rt-2"][..]),
+            (
+                "retry_previous_refresh_token = true",
+                &["rt-1", "rt-2", "rt-1"][..],
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let endpoint = FakeEndpoint::new(Duration::ZERO, HOUR);
+            endpoint.then(Answer::Tokens {
+                lifetime: HOUR,
+                refresh_token: Some("rt-2"),
+            });
+            endpoint.then(FakeEndpoint::invalid_grant());
+            endpoint.then(FakeEndpoint::invalid_grant());
+            let (b, store) = broker(dir.path(), "oauth_refresh", extra, &endpoint, logged_in());
+            fetch(&b, Duration::from_secs(10)).await.unwrap();
+            let kept = store.get("c").unwrap().unwrap().previous_refresh_token;
+            assert_eq!(kept.is_some(), !extra.is_empty(), "{extra:?}");
+            tokio::time::sleep(HOUR).await;
+            assert_eq!(*endpoint.presented.lock().unwrap(), presented, "{extra:?}");
+            b.shutdown().await;
+        }
     }
 
     #[tokio::test(start_paused = true)]

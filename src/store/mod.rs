@@ -554,26 +554,68 @@ impl Store {
     }
 
     fn seal(&self, name: &str, plain: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce);
-        let aad = aad(name);
-        let sealed = self
-            .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
-            )
-            // XChaCha20-Poly1305 encryption fails only past 256 GiB messages.
-            .expect("record too large to encrypt");
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        out.push(FORMAT);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        out
+        seal_in(&self.cipher, STORE_CONTEXT, name, plain)
     }
+}
+
+/// The associated-data prefix of the local store's values.
+const STORE_CONTEXT: &str = "tokend/v1/";
+
+/// Seals values with a 32-byte key the way the store does (format byte,
+/// random 24-byte nonce, XChaCha20-Poly1305), under a context of its own in
+/// the associated data: a value sealed for one purpose (the fleet's shared
+/// records) never opens as another (a local record), even under one key.
+pub struct Sealer {
+    cipher: XChaCha20Poly1305,
+    context: &'static str,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealer({}, [redacted])", self.context)
+    }
+}
+
+impl Sealer {
+    /// A sealer for values of `context` (e.g. `"tokend/fleet/v1/"`).
+    pub fn new(key: &StoreKey, context: &'static str) -> Self {
+        Self {
+            cipher: XChaCha20Poly1305::new((&*key.key).into()),
+            context,
+        }
+    }
+
+    /// `plain` sealed for `name`.
+    pub fn seal(&self, name: &str, plain: &[u8]) -> Vec<u8> {
+        seal_in(&self.cipher, self.context, name, plain)
+    }
+
+    /// The value sealed for `name`; `None` if it is malformed or fails
+    /// authentication (another key, another name or context, tampering).
+    pub fn open(&self, name: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        open_in(&self.cipher, self.context, name, sealed)
+    }
+}
+
+fn seal_in(cipher: &XChaCha20Poly1305, context: &str, name: &str, plain: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce);
+    let aad = aad(context, name);
+    let sealed = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plain,
+                aad: &aad,
+            },
+        )
+        // XChaCha20-Poly1305 encryption fails only past 256 GiB messages.
+        .expect("record too large to encrypt");
+    let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+    out.push(FORMAT);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
 }
 
 /// Runs `f` on the store from tokio's blocking pool: every store call
@@ -591,10 +633,19 @@ pub async fn blocking<T: Send + 'static>(
         })?
 }
 
-/// Decrypts a sealed value; `None` if it is malformed or fails
+/// Decrypts a value sealed in the store; `None` if it is malformed or fails
 /// authentication (wrong key, wrong name, tampering).
 fn open_sealed(
     cipher: &XChaCha20Poly1305,
+    name: &str,
+    sealed: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    open_in(cipher, STORE_CONTEXT, name, sealed)
+}
+
+fn open_in(
+    cipher: &XChaCha20Poly1305,
+    context: &str,
     name: &str,
     sealed: &[u8],
 ) -> Option<Zeroizing<Vec<u8>>> {
@@ -603,7 +654,7 @@ fn open_sealed(
         return None;
     }
     let (nonce, body) = rest.split_at(NONCE_LEN);
-    let aad = aad(name);
+    let aad = aad(context, name);
     cipher
         .decrypt(
             XNonce::from_slice(nonce),
@@ -621,8 +672,8 @@ fn alert_name(key: &str) -> String {
     format!("\0alert/{key}")
 }
 
-fn aad(name: &str) -> Vec<u8> {
-    let mut aad = b"tokend/v1/".to_vec();
+fn aad(context: &str, name: &str) -> Vec<u8> {
+    let mut aad = context.as_bytes().to_vec();
     aad.extend_from_slice(name.as_bytes());
     aad
 }

@@ -1,0 +1,210 @@
+//! `[fleet]`: the etcd cluster through which hosts share credentials (see
+//! `crate::fleet`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_spanned::Spanned;
+
+use super::context::{Cleartext, Context};
+use super::raw::RawFleet;
+
+/// Keys live under this prefix unless `prefix` says otherwise.
+pub const DEFAULT_FLEET_PREFIX: &str = "/tokend/";
+/// How long a node's lease outlives its last keep-alive by default.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// The range `lease_ttl` may be set in: etcd's minimum TTL is 2 s, and a
+/// leader gone for longer than 5 minutes is an outage, not a hiccup.
+pub const LEASE_TTL_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(2)..=Duration::from_secs(300);
+
+/// The validated `[fleet]` table.
+#[derive(Clone, Debug)]
+pub struct FleetSettings {
+    /// etcd v3 client URLs.
+    pub endpoints: Vec<String>,
+    /// Every key tokend writes starts with it; ends with `/`.
+    pub prefix: String,
+    /// This host's name in elections and status; default the host name.
+    pub node: String,
+    /// How long this node stays leader after its last keep-alive reached
+    /// etcd; whole seconds.
+    pub lease_ttl: Duration,
+    /// The key sealing shared records, the same on every node; `None` uses
+    /// the store key (which the nodes then share).
+    pub key_file: Option<PathBuf>,
+    /// etcd user and password, when etcd has authentication on.
+    pub auth: Option<(String, SecretString)>,
+    /// TLS settings for `https://` endpoints.
+    pub tls: FleetTls,
+}
+
+/// Files for TLS to etcd; all optional (the system roots are not used:
+/// etcd clusters run their own CA).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetTls {
+    /// The CA that signed etcd's server certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate, for etcd's `--client-cert-auth` (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+impl Context<'_> {
+    /// Validates `[fleet]`.
+    pub(super) fn fleet(&mut self, raw: Spanned<RawFleet>) -> Option<FleetSettings> {
+        let at = raw.span();
+        let raw = raw.into_inner();
+        let problems_before = self.problems.len();
+        let mut endpoints = Vec::new();
+        match &raw.endpoints {
+            None => self.problem(
+                at.clone(),
+                "fleet.endpoints",
+                "missing; list etcd's client URLs, e.g. [\"https://etcd-1:2379\"]".into(),
+            ),
+            Some(list) if list.get_ref().is_empty() => self.problem(
+                list.span(),
+                "fleet.endpoints",
+                "empty; list etcd's client URLs, e.g. [\"https://etcd-1:2379\"]".into(),
+            ),
+            Some(list) => {
+                for e in list.get_ref() {
+                    // The etcd password and the (sealed) records travel to it.
+                    if let Some(url) = self.http_url(
+                        e.get_ref(),
+                        e.span(),
+                        "fleet.endpoints",
+                        Cleartext::LoopbackOnly,
+                        false,
+                        "https://etcd-1:2379",
+                    ) {
+                        endpoints.push(url.as_str().trim_end_matches('/').to_owned());
+                    }
+                }
+            }
+        }
+        let prefix = match &raw.prefix {
+            None => DEFAULT_FLEET_PREFIX.to_owned(),
+            Some(p) => {
+                let ok = p.get_ref().ends_with('/')
+                    && p.get_ref().len() <= 200
+                    && !p.get_ref().chars().any(char::is_control);
+                if !ok {
+                    self.problem(
+                        p.span(),
+                        "fleet.prefix",
+                        "a key prefix ends with `/`, holds no control characters and is at most \
+                         200 bytes; write e.g. \"/tokend/prod/\""
+                            .into(),
+                    );
+                }
+                p.get_ref().clone()
+            }
+        };
+        let node = match &raw.node {
+            Some(n) => {
+                if !super::credential::valid_name(n.get_ref()) || n.get_ref().len() > 128 {
+                    self.problem(
+                        n.span(),
+                        "fleet.node",
+                        "node names hold only letters, digits, `-`, `_` and `.` (at most 128); \
+                         write e.g. \"web-3\""
+                            .into(),
+                    );
+                }
+                n.get_ref().clone()
+            }
+            None => match nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+            {
+                Some(h) if super::credential::valid_name(&h) && h.len() <= 128 => h,
+                _ => {
+                    self.problem(
+                        at.clone(),
+                        "fleet.node",
+                        "the host name cannot name this node; set node, e.g. \"web-3\"".into(),
+                    );
+                    String::new()
+                }
+            },
+        };
+        let lease_ttl = match &raw.lease_ttl {
+            None => DEFAULT_LEASE_TTL,
+            Some(d) => match self.duration(d, "fleet.lease_ttl") {
+                Some(t) if LEASE_TTL_RANGE.contains(&t) && t.subsec_nanos() == 0 => t,
+                Some(_) => {
+                    self.problem(
+                        d.span(),
+                        "fleet.lease_ttl",
+                        "must be whole seconds from 2s (etcd's minimum) to 5m; write e.g. \"10s\""
+                            .into(),
+                    );
+                    DEFAULT_LEASE_TTL
+                }
+                None => DEFAULT_LEASE_TTL,
+            },
+        };
+        let auth = match (&raw.user, &raw.password) {
+            (None, None) => None,
+            (Some(user), Some(_)) => self
+                .secret(
+                    raw.password.as_ref(),
+                    at.clone(),
+                    "fleet.password",
+                    super::context::SOURCES,
+                )
+                .map(|(_, password)| (user.get_ref().clone(), password)),
+            (Some(user), None) => {
+                self.problem(
+                    user.span(),
+                    "fleet.password",
+                    "missing; etcd authentication needs both user and password".into(),
+                );
+                None
+            }
+            (None, Some(p)) => {
+                self.problem(
+                    p.span(),
+                    "fleet.user",
+                    "missing; etcd authentication needs both user and password".into(),
+                );
+                None
+            }
+        };
+        let tls = FleetTls {
+            ca_file: raw.tls_ca_file,
+            cert_file: raw.tls_cert_file,
+            key_file: raw.tls_key_file,
+        };
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            self.problem(
+                at.clone(),
+                "fleet.tls_cert_file",
+                "a client certificate needs both tls_cert_file and tls_key_file".into(),
+            );
+        }
+        let any_tls = tls != FleetTls::default();
+        if any_tls && endpoints.iter().any(|e| e.starts_with("http://")) {
+            self.problem(
+                at,
+                "fleet.endpoints",
+                "TLS files are set, but an endpoint uses http://; use https:// for every \
+                 endpoint, or remove the tls_* files"
+                    .into(),
+            );
+        }
+        (self.problems.len() == problems_before).then_some(FleetSettings {
+            endpoints,
+            prefix,
+            node,
+            lease_ttl,
+            key_file: raw.key_file,
+            auth,
+            tls,
+        })
+    }
+}
