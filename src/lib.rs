@@ -49,6 +49,7 @@ pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod daemon;
+pub mod fleet;
 pub mod glean;
 pub mod grpc;
 pub mod http_head;

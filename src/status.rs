@@ -40,6 +40,8 @@ pub struct Status {
     pub login_expires_at: Option<Timestamp>,
     /// When the current run of failing refreshes began.
     pub failing_since: Option<Timestamp>,
+    /// For a shared credential: this node's place in the fleet.
+    pub fleet: Option<crate::token::FleetStatus>,
 }
 
 impl Status {
@@ -73,6 +75,7 @@ impl Status {
             next_refresh: snap.next_refresh,
             login_expires_at: snap.login_expires_at,
             failing_since: snap.failing_since,
+            fleet: snap.fleet.clone(),
         }
     }
 
@@ -93,6 +96,7 @@ impl Status {
             next_refresh: None,
             login_expires_at: None,
             failing_since: None,
+            fleet: None,
         }
     }
 }

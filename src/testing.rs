@@ -155,6 +155,7 @@ pub(crate) fn services(
         },
         metrics: Arc::default(),
         clock,
+        fleet: None,
     }
 }
 

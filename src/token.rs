@@ -143,6 +143,21 @@ pub struct Snapshot {
     /// When the current run of failing refreshes began; `None` when the
     /// last attempt succeeded.
     pub failing_since: Option<Timestamp>,
+    /// For a shared credential: this node's place in the fleet.
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A shared credential's place in the fleet, as status and alerts show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetStatus {
+    /// This node's name.
+    pub node: Arc<str>,
+    /// `leader`, `follower` or `unreachable`.
+    pub role: &'static str,
+    /// The leading node, when known.
+    pub leader: Option<Arc<str>>,
+    /// Since when etcd has been unreachable.
+    pub unreachable_since: Option<Timestamp>,
 }
 
 impl Snapshot {
@@ -156,6 +171,7 @@ impl Snapshot {
             next_refresh: None,
             login_expires_at: None,
             failing_since: None,
+            fleet: None,
         }
     }
 

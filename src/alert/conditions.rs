@@ -27,7 +27,37 @@ pub(super) struct Condition {
 pub(super) fn conditions(s: &Status, settings: &Settings, now: Timestamp) -> Vec<Condition> {
     let mut out = expiry_conditions(s, settings, now);
     out.extend(state_condition(s, settings, now));
+    out.extend(fleet_condition(s, settings, now));
     out
+}
+
+/// A shared credential whose node has not reached etcd for longer than
+/// `refresh_failing_after`: it refreshes nothing until etcd is back.
+fn fleet_condition(s: &Status, settings: &Settings, now: Timestamp) -> Option<Condition> {
+    let since = s.fleet.as_ref()?.unreachable_since?;
+    let down = clock::between(since, now);
+    if down < settings.failing_after {
+        return None;
+    }
+    let expired = s.state == State::Expired;
+    Some(Condition {
+        family: "fleet_unreachable",
+        event: "fleet_unreachable",
+        stage: 0,
+        severity: if expired {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        summary: format!(
+            "credential `{}` is shared, and this node has not reached etcd for {} (since \
+             {since}): it serves its last token until that runs out and refreshes nothing; \
+             check etcd and the network path to it",
+            s.name,
+            clock::human(down)
+        ),
+        expires_at: s.expires_at,
+    })
 }
 
 /// The token's own expiry (where nothing renews it) and the login's.

@@ -51,6 +51,40 @@ fn expiry_stages_escalate_to_expired() {
 }
 
 #[test]
+fn an_unreachable_fleet_alerts_after_failing_after_and_escalates_once_expired() {
+    let now: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+    let st = settings();
+    let mut s = status(State::Fresh, Some(7200), now);
+    s.kind = CredentialKind::OAuthRefresh;
+    s.fleet = Some(crate::token::FleetStatus {
+        node: "web-2".into(),
+        role: "unreachable",
+        leader: None,
+        unreachable_since: now.checked_sub(jiff::SignedDuration::from_secs(60)).ok(),
+    });
+    assert!(conditions(&s, &st, now).is_empty(), "a blip is not paged");
+    let later = now
+        .checked_add(jiff::SignedDuration::from_secs(900))
+        .unwrap();
+    let c = conditions(&s, &st, later);
+    assert_eq!(
+        (c[0].family, c[0].severity),
+        ("fleet_unreachable", Severity::Warning)
+    );
+    assert!(c[0].summary.contains("etcd") && c[0].summary.contains("refreshes nothing"));
+    s.state = State::Expired;
+    assert_eq!(conditions(&s, &st, later)[0].severity, Severity::Critical);
+    if let Some(f) = s.fleet.as_mut() {
+        f.unreachable_since = None;
+    }
+    s.state = State::Fresh;
+    assert!(
+        conditions(&s, &st, later).is_empty(),
+        "resolved once reachable"
+    );
+}
+
+#[test]
 fn refresh_failing_needs_a_failure_not_just_a_first_refresh() {
     let now: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
     let st = settings();

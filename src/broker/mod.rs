@@ -78,6 +78,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Wall-clock time, for validity checks and the drivers.
     pub clock: SharedClock,
+    /// The fleet, when `[fleet]` is configured.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// What a reload changed, by credential name.
@@ -216,6 +218,14 @@ impl Broker {
             None => (watch::channel(Arc::new(snapshot)).0, None),
         };
         let (driver, handle) = match &credential.kind {
+            Kind::OAuth(o) if o.shared && self.services.fleet.is_none() => {
+                // Refreshing it alone would race the fleet's leader.
+                return Err(BrokerError::Internal(format!(
+                    "credential `{}` is shared, but this daemon started without [fleet]; \
+                     restart tokend to join the fleet",
+                    credential.name
+                )));
+            }
             Kind::OAuth(_) => {
                 let (driver, handle) =
                     Driver::new(Arc::clone(&credential), current.clone(), self.deps()?);
@@ -247,6 +257,7 @@ impl Broker {
             settings: s.refresh.clone(),
             metrics: Arc::clone(&s.metrics),
             clock: Arc::clone(&s.clock),
+            fleet: s.fleet.clone(),
         })
     }
 

@@ -20,6 +20,7 @@ use crate::alert::Engine;
 use crate::broker::{Broker, BrokerError, Services};
 use crate::clock::{self, SharedClock};
 use crate::config::{Config, STORE_KEY_CREDENTIAL};
+use crate::fleet::Fleet;
 use crate::grpc::{self, Api, ServerError};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyError};
@@ -81,6 +82,8 @@ pub async fn run(
     let metrics_listen = config.metrics.take();
     let proxy_settings = std::mem::take(&mut config.proxies);
     let (config_path, watched) = (config.path.clone(), watched_files(&config));
+    let stop_fleet = CancellationToken::new();
+    let fleet = open_fleet(&config, &clock, &stop_fleet)?;
     let services = Services {
         store: store.clone(),
         endpoint: Arc::new(oauth::Http(http.clone())),
@@ -89,6 +92,7 @@ pub async fn run(
         },
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
+        fleet: fleet.clone(),
     };
     let credentials = config.credentials;
     let broker = Arc::new(Broker::start(credentials, daemon.admins.clone(), services)?);
@@ -169,8 +173,39 @@ pub async fn run(
     }
     stop_background.cancel();
     broker.shutdown().await;
+    // After the drivers: their seats hand leadership over first.
+    if let Some(fleet) = fleet {
+        fleet.shutdown().await;
+    }
     tasks.wait().await;
     Ok(served?)
+}
+
+/// Joins the fleet when `[fleet]` is configured. Its key is `key_file`, or
+/// the store key (which the nodes then share).
+fn open_fleet(
+    config: &Config,
+    clock: &SharedClock,
+    cancel: &CancellationToken,
+) -> Result<Option<Arc<Fleet>>, DaemonError> {
+    let Some(settings) = &config.fleet else {
+        return Ok(None);
+    };
+    let key_path = settings
+        .key_file
+        .clone()
+        .or_else(|| config.store.key_path())
+        .ok_or_else(|| DaemonError::NoStoreKey {
+            config: config.path.clone(),
+        })?;
+    let key = StoreKey::load(&key_path)?;
+    tracing::info!(node = %settings.node, endpoints = ?settings.endpoints, "joining the fleet");
+    Ok(Some(Fleet::start(
+        settings.clone(),
+        &key,
+        Arc::clone(clock),
+        cancel.clone(),
+    )))
 }
 
 /// Opens the encrypted store when anything needs it.

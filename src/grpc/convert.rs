@@ -79,6 +79,12 @@ pub(super) fn credential_status(s: status::Status) -> proto::CredentialStatus {
         last_error: s.last_error.as_deref().unwrap_or_default().to_owned(),
         last_refresh: s.last_refresh.map(to_proto_timestamp),
         next_refresh: s.next_refresh.map(to_proto_timestamp),
+        fleet: s.fleet.map(|f| proto::FleetMembership {
+            node: f.node.to_string(),
+            role: f.role.to_owned(),
+            leader: f.leader.as_deref().unwrap_or_default().to_owned(),
+            unreachable_since: f.unreachable_since.map(to_proto_timestamp),
+        }),
     }
 }
 

@@ -18,6 +18,11 @@ impl Driver {
     /// One refresh attempt, with its outcome published.
     pub(super) async fn refresh(&mut self) {
         let now = self.now();
+        match self.shared_turn(now).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return self.failed(e, now).await,
+        }
         // A retry after failures stays `Stale`: that is what a person
         // needs to see, not the attempt flickering by.
         if self.failures == 0 {
@@ -38,14 +43,38 @@ impl Driver {
                 }
             },
         };
-        if refresh_token.is_some()
+        if self.seat.is_some() {
+            // In the fleet the marker is also the right to send.
+            match self.mark_shared(now).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => return self.failed(e, now).await,
+            }
+        } else if refresh_token.is_some()
             && let Err(e) = self.mark_in_flight(now).await
         {
             // Refreshing without the marker would risk an unexplained loss.
             return self.failed(e, now).await;
         }
         let started = std::time::Instant::now();
-        let result = self.exchange(&endpoint, refresh_token.as_ref(), now).await;
+        let result = match self.fence_deadline() {
+            None => self.exchange(&endpoint, refresh_token.as_ref(), now).await,
+            Some(Err(e)) => Err(e),
+            Some(Ok(deadline)) => {
+                let exchange = self.exchange(&endpoint, refresh_token.as_ref(), now);
+                tokio::time::timeout_at(deadline, exchange)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(TokenError::Transient {
+                            reason: "no answer within half a lease TTL; the request was dropped \
+                                     so that no other node can overlap it"
+                                .into(),
+                            retry_after: None,
+                            answered: false,
+                        })
+                    })
+            }
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(TokenError::Permanent { .. }) => "permanent",
@@ -122,11 +151,15 @@ impl Driver {
                 ..
             }
         );
+        if !answered {
+            self.unconfirmed_refresh.get_or_insert(now);
+        }
+        if self.seat.is_some() {
+            return self.settle_shared(answered).await;
+        }
         let mut record = self.record.clone();
         if answered {
             record.refreshing_since = None;
-        } else {
-            self.unconfirmed_refresh.get_or_insert(now);
         }
         if let Err(store) = self.persist(record).await {
             tracing::error!(error = %store, "cannot update the store");
@@ -297,8 +330,12 @@ impl Driver {
     async fn grant_gone(&mut self, e: &TokenError) {
         let message = match self.unconfirmed_refresh {
             Some(at) => format!(
-                "refresh token rotated by the server but lost in a crash or a lost response at \
-                 {at} ({e}); run `tokenctl login {}`",
+                "refresh token rotated by the server but lost in a crash or a lost response{} \
+                 at {at} ({e}); run `tokenctl login {}`",
+                self.unconfirmed_node
+                    .as_ref()
+                    .map(|n| format!(" on node {n}"))
+                    .unwrap_or_default(),
                 self.name()
             ),
             None => format!(

@@ -89,11 +89,21 @@ impl Driver {
                     .into(),
             ));
         };
-        let record = Record {
+        let mut record = Record {
             refresh_token: Some(Zeroizing::new(refresh_token.expose_secret().to_owned())),
             logged_in_at: Some(now.as_second()),
             ..Record::default()
         };
+        if self.seat.is_some() {
+            // The whole fleet takes the new grant, access token included.
+            record.access_token = Some(Zeroizing::new(
+                tokens.access_token.expose_secret().to_owned(),
+            ));
+            record.access_expires_at = Some(tokens.expires_at.as_second());
+            record.access_issued_at = Some(now.as_second());
+            record.scope.clone_from(&tokens.scope);
+            self.replace_shared(&record).await.map_err(fleet_error)?;
+        }
         self.persist(record).await.map_err(store_error)?;
         self.forget_failures();
         tracing::info!("logged in");
@@ -127,10 +137,18 @@ impl Driver {
                 })?;
             revoked = true;
         }
+        let message = format!("logged out; run `tokenctl login {}`", self.name());
+        if self.seat.is_some() {
+            // Every node stops serving the grant, and none refreshes it.
+            let record = Record {
+                needs_login: Some(message.clone()),
+                ..Record::default()
+            };
+            self.replace_shared(&record).await.map_err(fleet_error)?;
+        }
         self.forget().await?;
         self.unconfirmed_refresh = None;
         tracing::info!(revoked, "logged out");
-        let message = format!("logged out; run `tokenctl login {}`", self.name());
         self.reset(State::NeedsLogin, message);
         Ok(revoked)
     }
@@ -159,6 +177,9 @@ impl Driver {
             record.access_expires_at = Some(exp.as_second());
             record.access_issued_at = Some(now.as_second());
         }
+        if self.seat.is_some() {
+            self.replace_shared(&record).await.map_err(fleet_error)?;
+        }
         self.persist(record).await.map_err(store_error)?;
         self.forget_failures();
         tracing::info!("new refresh token stored");
@@ -168,6 +189,13 @@ impl Driver {
                 self.publish_token(Arc::clone(&token), now);
                 Ok(token)
             }
+            None if !self.may_refresh() => Err(DriverError::Unavailable(
+                format!(
+                    "stored for the fleet; the leader of `{}` refreshes it now",
+                    self.name()
+                )
+                .into(),
+            )),
             None => {
                 self.refresh().await;
                 self.outcome()
@@ -206,8 +234,12 @@ fn issuer_error(e: &TokenError, message: String) -> DriverError {
     }
 }
 
-fn store_error(e: crate::store::StoreError) -> DriverError {
+fn store_error(e: super::record::CommitError) -> DriverError {
     DriverError::Store(e.to_string())
+}
+
+fn fleet_error(e: crate::fleet::FleetError) -> DriverError {
+    DriverError::Unavailable(format!("the fleet did not take the new grant: {e}").into())
 }
 
 /// Whether an issuer can run tokend's login: S256 PKCE, and the configured

@@ -22,8 +22,9 @@
 mod attempt;
 mod login;
 mod publish;
-mod record;
+pub(crate) mod record;
 pub mod schedule;
+mod shared;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,7 @@ use tracing::Instrument as _;
 
 use crate::clock::{self, SharedClock};
 use crate::credential::{Credential, Kind, OAuthCredential};
+use crate::fleet::{Fence, Fleet, Seat, View};
 use crate::metrics::Metrics;
 use crate::oauth::{self, TokenEndpoint};
 use crate::store::{Record, Store};
@@ -66,6 +68,9 @@ pub struct Deps {
     pub metrics: Arc<Metrics>,
     /// Wall-clock time.
     pub clock: SharedClock,
+    /// The fleet, when `[fleet]` is configured: shared credentials take a
+    /// seat in it.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// Why a driver could not do what it was asked. The driver knows which
@@ -182,6 +187,17 @@ pub struct Driver {
     /// When a refresh may have been answered without the answer being
     /// stored (crash or lost response): explains a later `invalid_grant`.
     unconfirmed_refresh: Option<Timestamp>,
+    /// The node whose refresh may have been lost, when not this one.
+    unconfirmed_node: Option<String>,
+    /// A shared credential's seat in the fleet, and its view.
+    seat: Option<Seat>,
+    views: Option<watch::Receiver<Arc<View>>>,
+    /// The revision of the shared record this driver holds.
+    applied: i64,
+    /// The right to present the shared refresh token, while marked.
+    fence: Option<Fence>,
+    /// An answer etcd did not take yet (unreachable), to commit first.
+    pending: Option<(Fence, Record)>,
 }
 
 impl Driver {
@@ -204,6 +220,11 @@ impl Driver {
         // Continue the generations of a channel taken over from a replaced
         // driver, so watchers and `Invalidate` never see one repeat.
         let generation = publish.borrow().token.as_ref().map_or(0, |t| t.generation);
+        let seat = match (&deps.fleet, &credential.kind) {
+            (Some(fleet), Kind::OAuth(o)) if o.shared => Some(fleet.seat(&credential.name)),
+            _ => None,
+        };
+        let views = seat.as_ref().map(Seat::view);
         let driver = Self {
             credential,
             publish,
@@ -218,6 +239,12 @@ impl Driver {
             failures: 0,
             retry_at: None,
             unconfirmed_refresh: None,
+            unconfirmed_node: None,
+            seat,
+            views,
+            applied: 0,
+            fence: None,
+            pending: None,
         };
         (driver, handle)
     }
@@ -238,6 +265,7 @@ impl Driver {
                         }
                     }
                     () = sleep_until(next) => self.refresh().await,
+                    () = view_changed(&mut self.views) => self.seat_changed().await,
                 }
             }
         }
@@ -261,7 +289,7 @@ impl Driver {
     /// command (the credential needs a person).
     fn next_wake(&self) -> Option<Instant> {
         let snap = self.current();
-        if matches!(snap.state, State::NeedsLogin | State::Misconfigured) {
+        if !self.may_refresh() || matches!(snap.state, State::NeedsLogin | State::Misconfigured) {
             return None;
         }
         if let Some(at) = self.retry_at {
@@ -277,7 +305,7 @@ impl Driver {
     /// On a wake: refresh now only if a caller cannot be served or the
     /// current token was reported rejected, and never during a backoff.
     fn wants_refresh_now(&self) -> bool {
-        if self.retry_at.is_some_and(|at| at > Instant::now()) {
+        if self.retry_at.is_some_and(|at| at > Instant::now()) || !self.may_refresh() {
             return false;
         }
         let snap = self.current();
@@ -334,6 +362,7 @@ impl Driver {
     /// and a suspected lost rotation no longer apply.
     fn forget_failures(&mut self) {
         self.unconfirmed_refresh = None;
+        self.unconfirmed_node = None;
         self.failures = 0;
         self.retry_at = None;
     }
@@ -344,6 +373,16 @@ fn oauth_of(credential: &Credential) -> &OAuthCredential {
         Kind::OAuth(o) => o,
         // Drivers are only built for OAuth credentials (see broker).
         Kind::Glean(_) => unreachable!("refresh driver started for a Glean token"),
+    }
+}
+
+/// Resolves when a shared credential's view changes; never otherwise.
+async fn view_changed(views: &mut Option<watch::Receiver<Arc<View>>>) {
+    let Some(rx) = views else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -43,6 +43,7 @@ impl Driver {
             next_refresh,
             login_expires_at: self.login_expires_at(),
             failing_since: None,
+            fleet: self.current().fleet.clone(),
         }));
     }
 
@@ -80,6 +81,7 @@ impl Driver {
     pub(super) fn reset(&self, state: State, message: String) {
         self.publish.send_replace(Arc::new(Snapshot {
             last_error: Some(message.into()),
+            fleet: self.current().fleet.clone(),
             ..Snapshot::new(state)
         }));
     }

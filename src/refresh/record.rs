@@ -6,7 +6,19 @@ use jiff::Timestamp;
 
 use super::{Driver, DriverError};
 use crate::credential::OAuthGrant;
+use crate::fleet::FleetError;
 use crate::store::{Durability, Record, StoreError, blocking};
+
+/// Why a change was not committed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommitError {
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The fleet refused (another node took over) or was unreachable.
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+}
 use crate::token::State;
 
 impl Driver {
@@ -33,7 +45,10 @@ impl Driver {
         if self.serve_stored_access_token() {
             return;
         }
-        if self.oauth().grant == OAuthGrant::RefreshToken && self.record.refresh_token.is_none() {
+        if self.oauth().grant == OAuthGrant::RefreshToken
+            && self.record.refresh_token.is_none()
+            && self.seat.is_none()
+        {
             let message = format!("no refresh token yet; run `tokenctl login {}`", self.name());
             self.stop(State::NeedsLogin, message);
         }
@@ -41,7 +56,7 @@ impl Driver {
 
     /// Publishes the stored access token if it is still good for
     /// `min_valid`; says whether it did.
-    fn serve_stored_access_token(&mut self) -> bool {
+    pub(super) fn serve_stored_access_token(&mut self) -> bool {
         let now = self.now();
         let (Some(access), Some(exp)) = (
             self.record.access_token.clone(),
@@ -67,12 +82,16 @@ impl Driver {
     /// Commits `record` and makes it the driver's view. Refresh-token state
     /// is fsync'd; a client-credentials token is only a cache (losing it
     /// costs one request), so it skips the fsync.
-    pub(super) async fn persist(&mut self, record: Record) -> Result<(), StoreError> {
+    ///
+    /// A shared credential commits to the fleet first (under the fence,
+    /// when refreshing), and keeps the local copy only as a cache.
+    pub(super) async fn persist(&mut self, record: Record) -> Result<(), CommitError> {
+        self.commit_shared(&record).await?;
         let name = self.credential.name.to_string();
         let to_store = record.clone();
         let durability = match self.oauth().grant {
-            OAuthGrant::RefreshToken => Durability::Immediate,
-            OAuthGrant::ClientCredentials => Durability::Cached,
+            OAuthGrant::RefreshToken if self.seat.is_none() => Durability::Immediate,
+            _ => Durability::Cached,
         };
         blocking(&self.deps.store, move |s| {
             s.put_with(&name, &to_store, durability)

@@ -11,8 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::proto;
 use crate::types::{
-    Alert, CredentialStatus, Headers, HeadersRequest, LoginInfo, ProxyEndpoint, Refreshed,
-    Reloaded, State, WhoAmI,
+    Alert, CredentialStatus, FleetMembership, Headers, HeadersRequest, LoginInfo, ProxyEndpoint,
+    Refreshed, Reloaded, State, WhoAmI,
 };
 
 /// The largest duration protobuf allows (about 10 000 years, per
@@ -137,6 +137,12 @@ impl From<proto::CredentialStatus> for CredentialStatus {
             expires_at: time(c.expires_at.as_ref()),
             last_refresh: time(c.last_refresh.as_ref()),
             next_refresh: time(c.next_refresh.as_ref()),
+            fleet: c.fleet.map(|f| FleetMembership {
+                unreachable_since: time(f.unreachable_since.as_ref()),
+                leader: non_empty(f.leader),
+                node: f.node,
+                role: f.role,
+            }),
             name: c.name,
             kind: c.kind,
             permission: non_empty(c.permission),
@@ -329,6 +335,7 @@ mod tests {
                 last_error: None,
                 last_refresh: None,
                 next_refresh: None,
+                fleet: None,
             }
         );
         let c = CredentialStatus::from(proto::CredentialStatus {
@@ -343,7 +350,18 @@ mod tests {
             last_refresh: Some(ts(1_700_000_000, 0)),
             next_refresh: Some(ts(1_700_000_600, 0)),
             instance: "acme".into(),
+            fleet: Some(proto::FleetMembership {
+                node: "web-2".into(),
+                role: "follower".into(),
+                leader: "web-1".into(),
+                unreachable_since: None,
+            }),
         });
+        let fleet = c.fleet.as_ref().unwrap();
+        assert_eq!(
+            (fleet.role.as_str(), fleet.leader.as_deref()),
+            ("follower", Some("web-1"))
+        );
         assert_eq!(c.permission.as_deref(), Some("global"));
         assert_eq!(c.state, State::Stale);
         assert_eq!(c.expires_at, jiff::Timestamp::new(1_800_000_000, 1).ok());

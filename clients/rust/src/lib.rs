@@ -57,8 +57,8 @@ pub use client::Client;
 pub use connect::{ConnectError, channel};
 pub use error::Error;
 pub use types::{
-    Alert, CredentialStatus, Headers, HeadersRequest, LoginInfo, ProxyEndpoint, Refreshed,
-    Reloaded, State, WhoAmI,
+    Alert, CredentialStatus, FleetMembership, Headers, HeadersRequest, LoginInfo, ProxyEndpoint,
+    Refreshed, Reloaded, State, WhoAmI,
 };
 
 /// Re-exported so callers name timestamps, secrets and gRPC codes with the

@@ -235,6 +235,21 @@ pub struct CredentialStatus {
     pub last_refresh: Option<Timestamp>,
     /// When the next refresh is due.
     pub next_refresh: Option<Timestamp>,
+    /// For a shared credential: this node's place in the fleet.
+    pub fleet: Option<FleetMembership>,
+}
+
+/// A node's place in the fleet for one shared credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetMembership {
+    /// This node's name.
+    pub node: String,
+    /// `leader` (this node refreshes it), `follower` or `unreachable`.
+    pub role: String,
+    /// The node that refreshes the credential, when known.
+    pub leader: Option<String>,
+    /// Set while etcd is unreachable.
+    pub unreachable_since: Option<Timestamp>,
 }
 
 /// An open alert about a credential the caller may see.

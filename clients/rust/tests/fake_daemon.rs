@@ -175,6 +175,7 @@ impl TokenBroker for Fake {
                     next_refresh: ts(EXPIRY - 600, 0),
                     instance: "acme".into(),
                     last_error: String::new(),
+                    fleet: None,
                 },
                 proto::CredentialStatus {
                     name: "future".into(),

@@ -29,24 +29,52 @@ fn status_json(c: &CredentialStatus) -> serde_json::Value {
         "scopes": c.scopes,
         "owner": c.owner,
         "last_error": c.last_error,
+        "fleet": c.fleet.as_ref().map(|f| serde_json::json!({
+            "node": f.node,
+            "role": f.role,
+            "leader": f.leader,
+            "unreachable_since": f.unreachable_since.map(|t| t.to_string()),
+        })),
     })
 }
 
+/// `leader`, `follower of web-1`, `unreachable`; `-` when not shared.
+fn fleet_role(c: &CredentialStatus) -> String {
+    match &c.fleet {
+        None => "-".into(),
+        Some(f) => match (&f.leader, f.role.as_str()) {
+            (Some(leader), "follower") => format!("follower of {leader}"),
+            _ => f.role.clone(),
+        },
+    }
+}
+
 fn status_table(list: &[CredentialStatus]) {
-    let rows: Vec<[String; 5]> = list
+    // The fleet column only where a credential is shared.
+    let shared = list.iter().any(|c| c.fleet.is_some());
+    let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
-            [
+            let mut row = vec![
                 c.name.clone(),
                 c.kind.clone(),
                 c.permission.clone().unwrap_or_else(|| "-".into()),
                 c.state.as_str().into(),
                 expires_in(c.expires_at),
-            ]
+            ];
+            if shared {
+                row.push(fleet_role(c));
+            }
+            row
         })
         .collect();
-    let header = ["NAME", "KIND", "PERMISSION", "STATE", "EXPIRES IN"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
+    let mut header: Vec<String> = ["NAME", "KIND", "PERMISSION", "STATE", "EXPIRES IN"]
+        .map(String::from)
+        .into();
+    if shared {
+        header.push("FLEET".into());
+    }
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -56,8 +84,8 @@ fn status_table(list: &[CredentialStatus]) {
     for row in std::iter::once(&header).chain(&rows) {
         let line: Vec<String> = row
             .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .zip(&widths)
+            .map(|(cell, &w)| format!("{cell:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
