@@ -3,8 +3,10 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod etcd;
 pub mod fault_proxy;
 pub mod fixtures;
+pub mod fleet;
 pub mod glean_api;
 pub mod hostile;
 pub mod json_lines;

@@ -128,6 +128,12 @@ class TestAdapter {
       if (!key) return undefined;
     }
     const entry = getLive(this.model, key);
+    if (this.model === 'RefreshToken' && entry && entry.payload.consumed) {
+      // oidc-provider answers a plain invalid_grant to a consumed refresh
+      // token (and revokes the grant); count it so tests can tell a replay
+      // from any other refusal.
+      stats.replays += 1;
+    }
     return entry ? structuredClone(entry.payload) : undefined;
   }
 
@@ -207,11 +213,13 @@ for (const client of INITIAL_CLIENTS) putRecord('Client', client.client_id, clie
 const REDACTED_FIELDS = new Set(['client_secret', 'refresh_token', 'code', 'code_verifier']);
 
 let tokenRequests = []; // [{ form: {...}, authorization: bool }]
-let stats = { token_requests: 0, by_grant_type: {} };
+// errors: token-endpoint refusals by `error: error_description`; replays:
+// consumed refresh tokens presented again (see the adapter's find).
+let stats = { token_requests: 0, by_grant_type: {}, errors: {}, replays: 0 };
 
 function resetStats() {
   tokenRequests = [];
-  stats = { token_requests: 0, by_grant_type: {} };
+  stats = { token_requests: 0, by_grant_type: {}, errors: {}, replays: 0 };
 }
 
 function redact(form) {
@@ -549,7 +557,13 @@ function buildProvider(issuer) {
       if (!enforceAuthMethod(ctx, form)) return undefined;
     }
 
-    return next();
+    await next();
+    if (ctx.method === 'POST' && ctx.path === TOKEN_PATH && ctx.status >= 400) {
+      const body = ctx.body && typeof ctx.body === 'object' ? ctx.body : {};
+      const key = `${body.error}${body.error_description ? `: ${body.error_description}` : ''}`;
+      stats.errors[key] = (stats.errors[key] || 0) + 1;
+    }
+    return undefined;
   });
 
   return provider;

@@ -1,0 +1,112 @@
+//! The fleet: three daemons sharing one grant through a real etcd, against
+//! the test authorization server with refresh-token rotation and reuse
+//! detection on. The server is the judge: it counts every refresh and every
+//! refusal, so a replayed refresh token cannot go unnoticed.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::fixtures::OAuth;
+use common::fleet::{LEASE_TTL, TestFleet};
+use common::oidc::{OidcServer, POST_CLIENT};
+
+const NAME: &str = "sso";
+
+/// The shared `oauth_refresh` credential (or a per-host one without
+/// `shared`).
+fn credential(server: &OidcServer, shared: bool) -> String {
+    let mut c = OAuth::refresh(NAME, &server.issuer, POST_CLIENT.0)
+        .with(r#"scopes = ["api"]"#)
+        .min_valid("2s");
+    if shared {
+        c = c.with("shared = true");
+    }
+    c.to_string()
+}
+
+/// The hazard first: three hosts each refreshing the same grant on their
+/// own revoke it within seconds (one rotates it, the next presents the
+/// consumed token, and the server revokes the whole grant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_fleet_three_hosts_sharing_a_grant_revoke_it() {
+    let fleet = TestFleet::start(3, 30, false, |s| credential(s, false));
+    let tokens = fleet
+        .server
+        .login(POST_CLIENT, tokend::oauth::AuthMethod::ClientSecretPost)
+        .await;
+    use secrecy::ExposeSecret;
+    let rt = tokens.refresh_token.as_ref().unwrap().expose_secret().to_owned();
+    // Each host is handed the same refresh token and refreshes at once.
+    for i in 0..3 {
+        let _ = fleet
+            .daemon(i)
+            .admin()
+            .await
+            .put_refresh_token(tokend::proto::PutRefreshTokenRequest {
+                credential: NAME.into(),
+                refresh_token: rt.clone(),
+                ..Default::default()
+            })
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fleet.needs_login(NAME).await.is_none() {
+        assert!(Instant::now() < deadline, "the grant survived:\n{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fleet.replays().await >= 1, "the server saw a replay");
+}
+
+/// With `shared = true` the same three hosts keep one grant alive over
+/// several token lifetimes: every node serves tokens the authorization
+/// server accepts, and it sees exactly one refresh per rotation, no replay
+/// and no refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_grant_rotates_once_per_lifetime_for_the_whole_fleet() {
+    let fleet = TestFleet::start(3, 6, true, |s| credential(s, true));
+    fleet.wait_leader(NAME, Duration::from_secs(10)).await;
+    fleet.login(1, NAME).await;
+    fleet.wait_all_serving(NAME, Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let mut seen = HashSet::new();
+    while started.elapsed() < Duration::from_secs(20) {
+        for i in 0..3 {
+            let token = fleet.token(i, NAME).await.unwrap_or_else(|| {
+                panic!("node {i} serves nothing:\n{}", fleet.logs())
+            });
+            if seen.insert(token.clone()) {
+                let active = fleet.server.introspect(&token).await;
+                assert_eq!(active["active"], true, "node {i} served a dead token");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let refreshes = fleet.refreshes().await;
+    assert!(refreshes >= 3, "several rotations in 20 s of 6 s tokens: {refreshes}");
+    // One access token per refresh plus the login's: no node refreshed alone.
+    assert!(
+        seen.len() as u64 <= refreshes + 1,
+        "{} distinct tokens from {refreshes} refreshes",
+        seen.len()
+    );
+    assert_eq!(fleet.replays().await, 0, "no replay");
+    assert!(fleet.refusals().await.is_empty(), "{:?}", fleet.refusals().await);
+    let roles: Vec<String> = futures_roles(&fleet).await;
+    assert_eq!(
+        roles.iter().filter(|r| *r == "leader").count(),
+        1,
+        "exactly one leader: {roles:?}"
+    );
+    println!("fleet: {refreshes} refreshes, {} tokens served, lease {LEASE_TTL:?}", seen.len());
+}
+
+async fn futures_roles(fleet: &TestFleet) -> Vec<String> {
+    let mut roles = Vec::new();
+    for i in 0..fleet.nodes.len() {
+        let s = fleet.status(i, NAME).await;
+        roles.push(s.fleet.map(|f| f.role).unwrap_or_default());
+    }
+    roles
+}
