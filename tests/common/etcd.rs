@@ -105,7 +105,9 @@ impl Etcd {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n").is_err() {
+        if s.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")
+            .is_err()
+        {
             return false;
         }
         let mut answer = String::new();

@@ -29,12 +29,30 @@ pub struct TestFleet {
     pub nodes: Vec<Node>,
     /// Holds etcd's data, the shared fleet key and the server's log.
     pub dir: tempfile::TempDir,
+    /// Extra environment for every daemon (test hooks).
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl TestFleet {
     /// `n` nodes, each configured with `[fleet]` (unless `fleet` is false)
     /// and `credentials(server)`, started. Access tokens live `ttl` seconds.
-    pub fn start(n: usize, ttl: u64, fleet: bool, credentials: impl Fn(&OidcServer) -> String) -> Self {
+    pub fn start(
+        n: usize,
+        ttl: u64,
+        fleet: bool,
+        credentials: impl Fn(&OidcServer) -> String,
+    ) -> Self {
+        Self::start_env(n, ttl, fleet, &[], credentials)
+    }
+
+    /// Like [`TestFleet::start`], every daemon with `env` set.
+    pub fn start_env(
+        n: usize,
+        ttl: u64,
+        fleet: bool,
+        env: &[(&'static str, &'static str)],
+        credentials: impl Fn(&OidcServer) -> String,
+    ) -> Self {
         super::require_root();
         let dir = tempfile::tempdir().expect("temp dir");
         let etcd = Etcd::start(dir.path());
@@ -49,7 +67,10 @@ impl TestFleet {
             let name = format!("node-{i}");
             let work = Workdir::new();
             super::write_secret(&work.path().join("client-secret"), POST_CLIENT.1);
-            super::write_secret(&work.path().join("client-secret-basic"), super::oidc::BASIC_CLIENT.1);
+            super::write_secret(
+                &work.path().join("client-secret-basic"),
+                super::oidc::BASIC_CLIENT.1,
+            );
             let fleet_table = if fleet {
                 fleet_table(&etcd, &name, &key)
             } else {
@@ -72,6 +93,7 @@ impl TestFleet {
             server,
             nodes,
             dir,
+            env: env.to_vec(),
         };
         for i in 0..n {
             fleet.start_node(i);
@@ -80,8 +102,25 @@ impl TestFleet {
     }
 
     pub fn start_node(&mut self, i: usize) {
-        let daemon = Daemon::start(&self.nodes[i].work);
+        let daemon = Daemon::start_env(&self.nodes[i].work, &self.env);
         self.nodes[i].daemon = Some(daemon);
+    }
+
+    /// SIGKILLs node `i` and reaps it.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut d) = self.nodes[i].daemon.take() {
+            d.signal(nix::sys::signal::Signal::SIGKILL);
+            d.wait();
+        }
+    }
+
+    /// Whether node `i` runs and accepts connections (a node a test hook
+    /// aborted does not).
+    pub fn up(&self, i: usize) -> bool {
+        self.nodes[i]
+            .daemon
+            .as_ref()
+            .is_some_and(|d| std::os::unix::net::UnixStream::connect(&d.socket).is_ok())
     }
 
     pub fn daemon(&self, i: usize) -> &Daemon {
@@ -92,7 +131,11 @@ impl TestFleet {
     pub fn logs(&self) -> String {
         self.nodes
             .iter()
-            .filter_map(|n| n.daemon.as_ref().map(|d| format!("--- {}\n{}", n.name, d.logs())))
+            .filter_map(|n| {
+                n.daemon
+                    .as_ref()
+                    .map(|d| format!("--- {}\n{}", n.name, d.logs()))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -143,8 +186,8 @@ impl TestFleet {
 
     /// The running node that says it leads `name`, if any.
     pub async fn leader(&self, name: &str) -> Option<usize> {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if n.daemon.is_some()
+        for i in 0..self.nodes.len() {
+            if self.up(i)
                 && self
                     .status(i, name)
                     .await
@@ -197,7 +240,7 @@ impl TestFleet {
     pub async fn wait_all_serving(&self, name: &str, within: Duration) {
         let deadline = Instant::now() + within;
         for (i, n) in self.nodes.iter().enumerate() {
-            if n.daemon.is_none() {
+            if !self.up(i) {
                 continue;
             }
             while self.token(i, name).await.is_none() {
@@ -236,8 +279,8 @@ impl TestFleet {
 
     /// Whether any running node says `name` needs a login; with its reason.
     pub async fn needs_login(&self, name: &str) -> Option<String> {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if n.daemon.is_none() {
+        for i in 0..self.nodes.len() {
+            if !self.up(i) {
                 continue;
             }
             let s = self.status(i, name).await;
@@ -257,4 +300,93 @@ pub fn fleet_table(etcd: &Etcd, node: &str, key: &std::path::Path) -> String {
         LEASE_TTL.as_secs(),
         key.display()
     )
+}
+
+/// What a run of leader kills found.
+#[derive(Debug, Default)]
+pub struct Kills {
+    pub kills: usize,
+    /// Kills that landed between the server's answer and the commit: the
+    /// grant is lost, and the nodes said exactly that.
+    pub window_cases: usize,
+    /// From each kill until another node led.
+    pub failovers: Vec<Duration>,
+}
+
+impl Kills {
+    pub fn summary(&self) -> String {
+        let mut f = self.failovers.clone();
+        f.sort();
+        let at = |q: f64| {
+            f.get(((f.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        format!(
+            "{} kills, {} in the answer→commit window; failover p50 {:?}, max {:?} (lease {LEASE_TTL:?})",
+            self.kills,
+            self.window_cases,
+            at(0.5),
+            at(1.0)
+        )
+    }
+}
+
+impl TestFleet {
+    /// SIGKILLs the leader of `name` at a random point of its cycle (up to
+    /// `cycle` after the previous recovery), `kills` times, restarting it
+    /// each time. Checks after each kill that another node leads within a
+    /// lease TTL plus a margin, and that the grant survives, or that its
+    /// loss is reported as the answer→commit window (then logs in again).
+    pub async fn kill_leaders(&mut self, name: &str, kills: usize, cycle: Duration) -> Kills {
+        let mut report = Kills::default();
+        for _ in 0..kills {
+            let leader = self.wait_leader(name, Duration::from_secs(15)).await;
+            tokio::time::sleep(cycle.mul_f64(fastrand::f64())).await;
+            let Some(leader) = self.leader(name).await.filter(|l| *l == leader) else {
+                continue;
+            };
+            let killed_at = Instant::now();
+            self.kill_node(leader);
+            report.kills += 1;
+            let next = self
+                .wait_leader(name, LEASE_TTL * 3 + Duration::from_secs(5))
+                .await;
+            report.failovers.push(killed_at.elapsed());
+            assert_ne!(next, leader);
+            self.start_node(leader);
+            // Recovered: every node serves, or the grant is gone and says
+            // it was lost in the window.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(reason) = self.needs_login(name).await {
+                    assert!(
+                        reason.contains("lost in a crash or a lost response on node"),
+                        "a grant lost outside the answer→commit window: {reason}\n{}",
+                        self.logs()
+                    );
+                    report.window_cases += 1;
+                    let any = self.wait_leader(name, Duration::from_secs(10)).await;
+                    self.login(any, name).await;
+                    self.wait_all_serving(name, Duration::from_secs(15)).await;
+                    break;
+                }
+                let mut all = true;
+                for i in 0..self.nodes.len() {
+                    all &= !self.up(i) || self.token(i, name).await.is_some();
+                }
+                if all {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the fleet did not recover after killing {}:\n{}",
+                    self.nodes[leader].name,
+                    self.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        report
+    }
 }
