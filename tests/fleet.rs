@@ -239,3 +239,110 @@ async fn a_paused_leader_never_presents_a_token_after_losing_leadership() {
     }
     assert!(fleet.needs_login(NAME).await.is_none());
 }
+
+/// etcd down for longer than a token lifetime: every node serves its token
+/// while it has min_valid left, nobody refreshes the shared grant, and the
+/// `fleet_unreachable` alert fires; etcd back: one leader refreshes, every
+/// node serves again, and the alert resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_down_nodes_serve_until_min_valid_refresh_nothing_and_alert() {
+    let mut fleet = TestFleet::start(3, 6, true, |s| credential(s, true));
+    fleet.wait_leader(NAME, Duration::from_secs(10)).await;
+    fleet.login(0, NAME).await;
+    fleet.wait_all_serving(NAME, Duration::from_secs(10)).await;
+    let before = fleet.refreshes().await;
+    fleet.etcd.stop();
+    let stopped = Instant::now();
+    for i in 0..3 {
+        assert!(
+            fleet.token(i, NAME).await.is_some(),
+            "node {i} serves at first"
+        );
+    }
+    let mut alerted = false;
+    while stopped.elapsed() < Duration::from_secs(9) {
+        alerted |= fleet
+            .alerts(0)
+            .await
+            .iter()
+            .any(|e| e == "fleet_unreachable");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(alerted, "fleet_unreachable fired:\n{}", fleet.logs());
+    assert_eq!(
+        fleet.refreshes().await,
+        before,
+        "nobody refreshed without etcd"
+    );
+    for i in 0..3 {
+        assert!(
+            fleet.token(i, NAME).await.is_none(),
+            "node {i} stopped serving once the token ran below min_valid"
+        );
+        let role = fleet.status(i, NAME).await.fleet.unwrap();
+        assert_eq!(role.role, "unreachable");
+        assert!(role.unreachable_since.is_some());
+    }
+    fleet.etcd.restart();
+    let back = Instant::now();
+    fleet.wait_all_serving(NAME, Duration::from_secs(30)).await;
+    println!(
+        "fleet: serving again {:?} after etcd came back",
+        back.elapsed()
+    );
+    assert!(fleet.refreshes().await > before);
+    assert_eq!(fleet.replays().await, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fleet
+        .alerts(0)
+        .await
+        .iter()
+        .any(|e| e == "fleet_unreachable")
+    {
+        assert!(Instant::now() < deadline, "the alert resolved");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A client-credentials grant shared the same way: one request per token
+/// lifetime for the whole fleet instead of one per host, and every node
+/// serves the one token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_client_credentials_grant_is_requested_once_per_lifetime() {
+    let fleet = TestFleet::start(3, 4, true, |s| {
+        OAuth::client_credentials("cc", &s.token_endpoint(), common::oidc::BASIC_CLIENT.0)
+            .with(r#"scopes = ["api"]"#)
+            .with("shared = true")
+            .min_valid("1s")
+            .to_string()
+    });
+    fleet.wait_all_serving("cc", Duration::from_secs(15)).await;
+    let started = Instant::now();
+    let mut seen = HashSet::new();
+    while started.elapsed() < Duration::from_secs(12) {
+        let tokens: HashSet<String> = {
+            let mut t = HashSet::new();
+            for i in 0..3 {
+                t.insert(fleet.token(i, "cc").await.expect("serving"));
+            }
+            t
+        };
+        seen.extend(tokens);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let requests = fleet.server.stats().await["by_grant_type"]["client_credentials"]
+        .as_u64()
+        .unwrap();
+    // 4 s tokens renewed at half to two thirds of their life: about 6 in
+    // 12 s plus the first; a node each would make three times as many.
+    assert!(requests <= 9, "{requests} requests for the fleet");
+    assert_eq!(
+        seen.len() as u64,
+        requests,
+        "every token served came from one request"
+    );
+    println!(
+        "fleet: {requests} client-credentials requests in {:?} for 3 nodes",
+        started.elapsed()
+    );
+}

@@ -390,3 +390,16 @@ impl TestFleet {
         report
     }
 }
+
+impl TestFleet {
+    /// The events of the alerts open on node `i`.
+    pub async fn alerts(&self, i: usize) -> Vec<String> {
+        self.daemon(i)
+            .client()
+            .await
+            .list_alerts(tokend::proto::ListAlertsRequest {})
+            .await
+            .map(|r| r.into_inner().alerts.into_iter().map(|a| a.event).collect())
+            .unwrap_or_default()
+    }
+}
