@@ -5,7 +5,7 @@
 //! # Layout
 //!
 //! Dependencies point down this list, never up: `bin → daemon → {proxy,
-//! grpc} → {broker, config} → {refresh, alert} → metrics →
+//! grpc} → {broker, config} → {refresh, alert} → fleet → metrics →
 //! status/token/credential → leaves`.
 //!
 //! - [`daemon`]: startup and shutdown order, reloads, background tasks, the
@@ -22,6 +22,9 @@
 //!   errors that name file, line and field.
 //! - [`refresh`]: one driver task per OAuth credential, renewing ahead of
 //!   expiry, single-flight, with backoff; its typed errors.
+//! - [`fleet`]: credentials shared by several hosts through etcd: the
+//!   node's lease, and per shared credential a seat (its election, its keys
+//!   and the marker and commit transactions) that its refresh driver uses.
 //! - [`alert`]: conditions, dedup, repeats and resolves, delivered to sinks.
 //! - [`metrics`]: Prometheus metrics, rendered from statuses.
 //! - [`status`]: the read-only view of a credential.

@@ -1,14 +1,13 @@
 //! `[fleet]`: the etcd cluster through which hosts share credentials (see
 //! `crate::fleet`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use serde_spanned::Spanned;
 
 use super::context::{Cleartext, Context};
 use super::raw::RawFleet;
+use crate::fleet::{Settings, Tls};
 
 /// Keys live under this prefix unless `prefix` says otherwise.
 pub const DEFAULT_FLEET_PREFIX: &str = "/tokend/";
@@ -19,42 +18,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 pub const LEASE_TTL_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(2)..=Duration::from_secs(300);
 
-/// The validated `[fleet]` table.
-#[derive(Clone, Debug)]
-pub struct FleetSettings {
-    /// etcd v3 client URLs.
-    pub endpoints: Vec<String>,
-    /// Every key tokend writes starts with it; ends with `/`.
-    pub prefix: String,
-    /// This host's name in elections and status; default the host name.
-    pub node: String,
-    /// How long this node stays leader after its last keep-alive reached
-    /// etcd; whole seconds.
-    pub lease_ttl: Duration,
-    /// The key sealing shared records, the same on every node; `None` uses
-    /// the store key (which the nodes then share).
-    pub key_file: Option<PathBuf>,
-    /// etcd user and password, when etcd has authentication on.
-    pub auth: Option<(String, SecretString)>,
-    /// TLS settings for `https://` endpoints.
-    pub tls: FleetTls,
-}
-
-/// Files for TLS to etcd; all optional (the system roots are not used:
-/// etcd clusters run their own CA).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FleetTls {
-    /// The CA that signed etcd's server certificates (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate, for etcd's `--client-cert-auth` (PEM).
-    pub cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub key_file: Option<PathBuf>,
-}
-
 impl Context<'_> {
     /// Validates `[fleet]`.
-    pub(super) fn fleet(&mut self, raw: Spanned<RawFleet>) -> Option<FleetSettings> {
+    pub(super) fn fleet(&mut self, raw: Spanned<RawFleet>) -> Option<Settings> {
         let at = raw.span();
         let raw = raw.into_inner();
         let problems_before = self.problems.len();
@@ -175,7 +141,7 @@ impl Context<'_> {
                 None
             }
         };
-        let tls = FleetTls {
+        let tls = Tls {
             ca_file: raw.tls_ca_file,
             cert_file: raw.tls_cert_file,
             key_file: raw.tls_key_file,
@@ -187,7 +153,7 @@ impl Context<'_> {
                 "a client certificate needs both tls_cert_file and tls_key_file".into(),
             );
         }
-        let any_tls = tls != FleetTls::default();
+        let any_tls = tls != Tls::default();
         if any_tls && endpoints.iter().any(|e| e.starts_with("http://")) {
             self.problem(
                 at,
@@ -197,7 +163,7 @@ impl Context<'_> {
                     .into(),
             );
         }
-        (self.problems.len() == problems_before).then_some(FleetSettings {
+        (self.problems.len() == problems_before).then_some(Settings {
             endpoints,
             prefix,
             node,

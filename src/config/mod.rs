@@ -22,7 +22,6 @@ use crate::alert;
 use crate::credential::{Admins, Credential, GleanSecret, Kind};
 
 pub use error::{ConfigError, Problem};
-pub use fleet::{FleetSettings, FleetTls};
 pub use proxy::{ProxyListen, ProxySettings};
 
 use context::Context;
@@ -66,7 +65,7 @@ pub struct Config {
     /// Every `[[proxy]]`, in file order.
     pub proxies: Vec<ProxySettings>,
     /// The `[fleet]` table, when credentials are shared between hosts.
-    pub fleet: Option<FleetSettings>,
+    pub fleet: Option<crate::fleet::Settings>,
     /// Every secret file the config reads, watched for changes.
     pub secret_files: Vec<PathBuf>,
 }

@@ -13,8 +13,13 @@
 //! - `record`: the credential's [`Record`], sealed with the fleet key under
 //!   the credential's key name. It carries no lease, so it outlives every
 //!   leader.
-//! - `inflight`: the [`Marker`] of the refresh in flight, no lease, so that
-//!   a node taking over after a crash knows an answer may have been lost.
+//! - `record.inflight`: the [`Marker`] of the refresh in flight, no lease,
+//!   so that a node taking over after a crash knows an answer may have been
+//!   lost.
+//!
+//! A node watches the two `record` keys and observes the election (one
+//! report per change of leader), never the candidates' keys: its traffic
+//! does not grow with the number of nodes.
 //!
 //! The protocol, whose failure analysis is in `docs/fleet.md`:
 //! 1. The leader writes the marker in a transaction that holds only while
@@ -36,18 +41,18 @@
 
 mod seat;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
-use crate::config::FleetSettings;
 use crate::store::{Sealer, StoreKey};
 
 pub use seat::{Fence, Marker, Role, Seat, Stored, View};
@@ -60,6 +65,39 @@ const MAX_RETRY: Duration = Duration::from_secs(10);
 /// The associated-data context of shared records: a value sealed for the
 /// fleet never opens as a local record, even under the same key.
 const SEAL_CONTEXT: &str = "tokend/fleet/v1/";
+
+/// The `[fleet]` table, validated by `config`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// etcd v3 client URLs.
+    pub endpoints: Vec<String>,
+    /// Every key tokend writes starts with it; ends with `/`.
+    pub prefix: String,
+    /// This host's name in elections and status; default the host name.
+    pub node: String,
+    /// How long this node stays leader after its last keep-alive reached
+    /// etcd; whole seconds.
+    pub lease_ttl: Duration,
+    /// The key sealing shared records, the same on every node; `None` uses
+    /// the store key (which the nodes then share).
+    pub key_file: Option<PathBuf>,
+    /// etcd user and password, when etcd has authentication on.
+    pub auth: Option<(String, SecretString)>,
+    /// TLS settings for `https://` endpoints.
+    pub tls: Tls,
+}
+
+/// Files for TLS to etcd; all optional (the system roots are not used:
+/// etcd clusters run their own CA).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// The CA that signed etcd's server certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate, for etcd's `--client-cert-auth` (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
 
 /// Why a fleet operation did not happen.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -78,7 +116,7 @@ pub enum FleetError {
 /// every shared credential's [`Seat`].
 #[derive(Debug)]
 pub struct Fleet {
-    settings: FleetSettings,
+    settings: Settings,
     sealer: Sealer,
     session: watch::Receiver<Session>,
     clock: SharedClock,
@@ -122,7 +160,7 @@ impl Fleet {
     /// background until `cancel`. Never waits for etcd: a node starts and
     /// serves its cached tokens while etcd is down.
     pub fn start(
-        settings: FleetSettings,
+        settings: Settings,
         key: &StoreKey,
         clock: SharedClock,
         cancel: CancellationToken,
@@ -202,7 +240,7 @@ impl Fleet {
             if first {
                 tracing::warn!(error = %reason, "fleet: etcd unreachable; serving cached tokens, refreshing none of the shared credentials");
             }
-            let delay = crate::refresh::backoff(failures, MAX_RETRY, None, fastrand::f64());
+            let delay = crate::clock::backoff(failures, MAX_RETRY, None, fastrand::f64());
             failures = failures.saturating_add(1);
             tokio::select! {
                 () = self.cancel.cancelled() => break,

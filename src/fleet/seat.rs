@@ -2,7 +2,6 @@
 //! the credential's keys (kept current by one watch), and the transactions
 //! of the protocol in the module docs of `fleet`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,8 +108,6 @@ pub struct Seat {
 
 #[derive(Clone, Debug)]
 struct Keys {
-    /// `<prefix><credential>/`: everything of the credential.
-    base: String,
     election: String,
     record: String,
     marker: String,
@@ -121,9 +118,10 @@ impl Keys {
         let base = format!("{prefix}{name}/");
         Self {
             election: format!("{base}leader"),
+            // Record and marker share a prefix that the election's keys do
+            // not: a node watches two keys, not every candidate's.
             record: format!("{base}record"),
-            marker: format!("{base}inflight"),
-            base,
+            marker: format!("{base}record.inflight"),
         }
     }
 }
@@ -302,13 +300,13 @@ struct Campaign {
     stop: CancellationToken,
 }
 
-/// The credential's keys as the watch last left them.
+/// The credential's keys as the watch last left them, and the leader as
+/// the election's observer last reported it.
 #[derive(Default)]
 struct Keyspace {
     record: Option<KeyValue>,
     marker: Option<KeyValue>,
-    /// Election candidates by key: the one created first leads.
-    candidates: BTreeMap<Vec<u8>, KeyValue>,
+    leader: Option<Arc<str>>,
 }
 
 impl Campaign {
@@ -332,7 +330,7 @@ impl Campaign {
                     let since = self.fleet.clock.now();
                     self.publish_unreachable(Some(since));
                     let delay =
-                        crate::refresh::backoff(failures, super::MAX_RETRY, None, fastrand::f64());
+                        crate::clock::backoff(failures, super::MAX_RETRY, None, fastrand::f64());
                     failures = failures.saturating_add(1);
                     tokio::select! {
                         () = self.stop.cancelled() => return,
@@ -361,8 +359,8 @@ impl Campaign {
         lease: i64,
         session: &mut watch::Receiver<super::Session>,
     ) -> Result<(), FleetError> {
-        let base = self.keys.base.as_str();
-        let got = call(client.get(base, Some(GetOptions::new().with_prefix()))).await?;
+        let watched = self.keys.record.as_str();
+        let got = call(client.get(watched, Some(GetOptions::new().with_prefix()))).await?;
         let mut keys = Keyspace::default();
         for kv in got.kvs() {
             keys.apply(&self.keys, kv.clone(), true);
@@ -373,7 +371,15 @@ impl Campaign {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);
-        let mut watch = call(client.watch(base, Some(options))).await?;
+        let mut watch = call(client.watch(watched, Some(options))).await?;
+        // One leader report per change, not one event per candidate. etcd
+        // answers the call only once there is a leader, so it is opened
+        // alongside the campaign rather than awaited first.
+        let mut observer = client.election_client();
+        let observed_name = self.keys.election.clone();
+        let opening = async move { observer.observe(observed_name).await };
+        tokio::pin!(opening);
+        let mut observe: Option<etcd_client::ObserveStream> = None;
         let mut election = client.election_client();
         let node = self.fleet.node().to_owned();
         let name = self.keys.election.clone();
@@ -404,7 +410,27 @@ impl Campaign {
                         FleetError::Unreachable("etcd elected without a leader key".into())
                     })?;
                     tracing::info!(credential = %self.name, "fleet: this node leads");
+                    keys.leader = Some(Arc::from(self.fleet.node()));
                     role = Role::Leader(key);
+                    self.publish(&keys, &role);
+                }
+                opened = &mut opening, if observe.is_none() => {
+                    observe = Some(opened.map_err(|e| super::unreachable(&e))?);
+                }
+                leader = next_leader(&mut observe) => {
+                    let leader = leader
+                        .map_err(|e| super::unreachable(&e))?
+                        .ok_or_else(|| FleetError::Unreachable("the election observer ended".into()))?;
+                    let Some(kv) = leader.kv() else { continue };
+                    if let Role::Leader(key) = &role
+                        && kv.key() != key.key()
+                    {
+                        // Another key leads (ours expired or was deleted):
+                        // leadership ended with it.
+                        tracing::warn!(credential = %self.name, "fleet: leadership lost");
+                        return Ok(());
+                    }
+                    keys.leader = kv.value_str().ok().map(Arc::from);
                     self.publish(&keys, &role);
                 }
                 event = watch.message() => {
@@ -421,14 +447,6 @@ impl Campaign {
                             keys.apply(&self.keys, kv.clone(), e.event_type() == EventType::Put);
                         }
                     }
-                    if let Role::Leader(key) = &role
-                        && !keys.candidates.contains_key(key.key())
-                    {
-                        // Our election key is gone (lease expired, deleted):
-                        // leadership ended with it.
-                        tracing::warn!(credential = %self.name, "fleet: leadership lost");
-                        return Ok(());
-                    }
                     self.publish(&keys, &role);
                 }
             }
@@ -436,12 +454,7 @@ impl Campaign {
     }
 
     fn publish(&self, keys: &Keyspace, role: &Role) {
-        let leader = keys
-            .candidates
-            .values()
-            .min_by_key(|kv| kv.create_revision())
-            .and_then(|kv| kv.value_str().ok())
-            .map(Arc::from);
+        let leader = keys.leader.clone();
         let (record, record_error) = match &keys.record {
             None => (None, None),
             Some(kv) => match self.open(kv) {
@@ -497,12 +510,16 @@ impl Keyspace {
             self.record = put.then_some(kv);
         } else if key == keys.marker.as_bytes() {
             self.marker = put.then_some(kv);
-        } else if key.starts_with(format!("{}/", keys.election).as_bytes()) {
-            if put {
-                self.candidates.insert(key, kv);
-            } else {
-                self.candidates.remove(&key);
-            }
         }
+    }
+}
+
+/// The observer's next report; pending until the observer is open.
+async fn next_leader(
+    observe: &mut Option<etcd_client::ObserveStream>,
+) -> Result<Option<etcd_client::LeaderResponse>, etcd_client::Error> {
+    match observe {
+        Some(o) => o.message().await,
+        None => std::future::pending().await,
     }
 }
