@@ -850,3 +850,95 @@ fn serde_messages_lose_their_values() {
         "unknown field `ownr`, expected one of `owner`"
     );
 }
+
+const SHARED: &str = r#"
+[[credential]]
+name = "sso"
+kind = "oauth_refresh"
+token_endpoint = "https://as.example/token"
+client_id = "tokend"
+auth_method = "none"
+shared = true
+"#;
+
+#[test]
+fn a_fleet_table_is_understood_with_its_defaults() {
+    let path = Path::new("/etc/tokend/tokend.toml");
+    let text = format!(
+        "[fleet]\nendpoints = [\"https://etcd-1:2379/\", \"http://127.0.0.1:2379\"]\nnode = \"web-3\"\n{SHARED}"
+    );
+    let config = parse(path, &text).unwrap();
+    let fleet = config.fleet.unwrap();
+    assert_eq!(
+        fleet.endpoints,
+        ["https://etcd-1:2379", "http://127.0.0.1:2379"]
+    );
+    assert_eq!(
+        (fleet.prefix.as_str(), fleet.node.as_str(), fleet.lease_ttl),
+        ("/tokend/", "web-3", Duration::from_secs(10))
+    );
+    assert!(fleet.key_file.is_none() && fleet.auth.is_none());
+    let Kind::OAuth(o) = &config.credentials[0].kind else {
+        panic!("oauth")
+    };
+    assert!(o.shared && !o.retry_previous_refresh_token);
+}
+
+#[test]
+fn fleet_mistakes_are_named_and_explained() {
+    let path = Path::new("/etc/tokend/tokend.toml");
+    let cases: [(&str, &str, &str); 8] = [
+        ("", "credential.sso.shared", "needs a [fleet] table"),
+        ("[fleet]\n", "fleet.endpoints", "missing"),
+        (
+            "[fleet]\nendpoints = [\"http://etcd-1:2379\"]\n",
+            "fleet.endpoints",
+            "plain http",
+        ),
+        (
+            "[fleet]\nendpoints = [\"https://e:2379\"]\nlease_ttl = \"1s\"\n",
+            "fleet.lease_ttl",
+            "from 2s",
+        ),
+        (
+            "[fleet]\nendpoints = [\"https://e:2379\"]\nprefix = \"/tokend\"\n",
+            "fleet.prefix",
+            "ends with `/`",
+        ),
+        (
+            "[fleet]\nendpoints = [\"https://e:2379\"]\nuser = \"tokend\"\n",
+            "fleet.password",
+            "both user and password",
+        ),
+        (
+            "[fleet]\nendpoints = [\"https://e:2379\"]\nnode = \"web 3\"\n",
+            "fleet.node",
+            "node names",
+        ),
+        (
+            "[fleet]\nendpoints = [\"https://e:2379\"]\ntls_cert_file = \"/c.pem\"\n",
+            "fleet.tls_cert_file",
+            "both tls_cert_file and tls_key_file",
+        ),
+    ];
+    for (fleet, field, says) in cases {
+        let found = problems(path, &format!("{fleet}{SHARED}"));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.field == field && p.message.contains(says)),
+            "{field}: {found:?}"
+        );
+    }
+    // The opt-in replay applies to refresh tokens only.
+    let cc = "[[credential]]\nname = \"cc\"\nkind = \"oauth_client_credentials\"\n\
+              token_endpoint = \"https://as.example/token\"\nclient_id = \"t\"\n\
+              auth_method = \"none\"\nretry_previous_refresh_token = true\n";
+    let found = problems(path, cc);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.field == "credential.cc.retry_previous_refresh_token"),
+        "{found:?}"
+    );
+}
