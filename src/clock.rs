@@ -125,6 +125,22 @@ pub fn between(earlier: Timestamp, later: Timestamp) -> Duration {
     Duration::try_from(later.duration_since(earlier)).unwrap_or_default()
 }
 
+/// Delay before retry number `failures + 1`: exponential from 1 s, capped,
+/// with full jitter (`unit` in 0..1), at least 100 ms, and never shorter
+/// than the server's `Retry-After` (itself capped at an hour).
+pub fn backoff(failures: u32, cap: Duration, retry_after: Option<Duration>, unit: f64) -> Duration {
+    let exp = Duration::from_secs(1)
+        .saturating_mul(1u32 << failures.min(20))
+        .min(cap);
+    let jittered = exp
+        .mul_f64(unit.clamp(0.0, 1.0))
+        .max(Duration::from_millis(100));
+    match retry_after {
+        Some(ra) => jittered.max(ra.min(Duration::from_secs(3600))),
+        None => jittered,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,21 +188,5 @@ mod tests {
         let clock = Tokio::new(at);
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert_eq!(clock.now().as_second(), 4_600);
-    }
-}
-
-/// Delay before retry number `failures + 1`: exponential from 1 s, capped,
-/// with full jitter (`unit` in 0..1), at least 100 ms, and never shorter
-/// than the server's `Retry-After` (itself capped at an hour).
-pub fn backoff(failures: u32, cap: Duration, retry_after: Option<Duration>, unit: f64) -> Duration {
-    let exp = Duration::from_secs(1)
-        .saturating_mul(1u32 << failures.min(20))
-        .min(cap);
-    let jittered = exp
-        .mul_f64(unit.clamp(0.0, 1.0))
-        .max(Duration::from_millis(100));
-    match retry_after {
-        Some(ra) => jittered.max(ra.min(Duration::from_secs(3600))),
-        None => jittered,
     }
 }
