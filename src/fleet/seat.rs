@@ -81,6 +81,9 @@ pub struct View {
     pub record_error: Option<Arc<str>>,
     /// The refresh in flight, if any.
     pub marker: Option<Stored<Marker>>,
+    /// The record revision whose access token a follower's caller reported
+    /// rejected (`Invalidate`): the leader replaces it if it still holds it.
+    pub wanted: Option<i64>,
     /// Since when etcd has been unreachable.
     pub unreachable_since: Option<Timestamp>,
 }
@@ -111,6 +114,7 @@ struct Keys {
     election: String,
     record: String,
     marker: String,
+    wanted: String,
 }
 
 impl Keys {
@@ -122,6 +126,7 @@ impl Keys {
             // not: a node watches two keys, not every candidate's.
             record: format!("{base}record"),
             marker: format!("{base}record.inflight"),
+            wanted: format!("{base}record.wanted"),
         }
     }
 }
@@ -137,6 +142,7 @@ impl super::Fleet {
             record: None,
             record_error: None,
             marker: None,
+            wanted: None,
             unreachable_since: None,
         }));
         let stop = self.cancel.child_token();
@@ -246,6 +252,7 @@ impl Seat {
             .and_then([
                 TxnOp::put(self.keys.record.as_str(), self.seal(record), None),
                 TxnOp::delete(self.keys.marker.as_str(), None),
+                TxnOp::delete(self.keys.wanted.as_str(), None),
             ]);
         let answer = call(self.client()?.txn(txn)).await?;
         if !answer.succeeded() {
@@ -254,6 +261,14 @@ impl Seat {
             ));
         }
         Ok(answer.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Asks the leader to replace the access token of the record at
+    /// `revision`, which a caller on this node reported rejected.
+    pub async fn want_refresh(&self, revision: i64) -> Result<(), FleetError> {
+        let mut client = self.client()?;
+        let put = client.put(self.keys.wanted.as_str(), revision.to_string(), None);
+        call(put).await.map(drop)
     }
 
     /// Removes the marker (the server answered; nothing changed), if it is
@@ -306,6 +321,7 @@ struct Campaign {
 struct Keyspace {
     record: Option<KeyValue>,
     marker: Option<KeyValue>,
+    wanted: Option<KeyValue>,
     leader: Option<Arc<str>>,
 }
 
@@ -468,12 +484,17 @@ impl Campaign {
                 value,
             })
         });
+        let wanted = keys
+            .wanted
+            .as_ref()
+            .and_then(|kv| kv.value_str().ok()?.parse().ok());
         self.tx.send_replace(Arc::new(View {
             role: role.clone(),
             leader,
             record,
             record_error,
             marker,
+            wanted,
             unreachable_since: None,
         }));
     }
@@ -510,6 +531,8 @@ impl Keyspace {
             self.record = put.then_some(kv);
         } else if key == keys.marker.as_bytes() {
             self.marker = put.then_some(kv);
+        } else if key == keys.wanted.as_bytes() {
+            self.wanted = put.then_some(kv);
         }
     }
 }

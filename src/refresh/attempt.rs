@@ -155,7 +155,12 @@ impl Driver {
             self.unconfirmed_refresh.get_or_insert(now);
         }
         if self.seat.is_some() {
-            return self.settle_shared(answered).await;
+            // A dead grant keeps the fence: `grant_gone` commits the reason
+            // for every node, and removes the marker with it.
+            if !e.is_invalid_grant() {
+                self.settle_shared(answered).await;
+            }
+            return;
         }
         let mut record = self.record.clone();
         if answered {

@@ -262,6 +262,9 @@ impl Driver {
                     () = self.wake.notified() => {
                         if self.wants_refresh_now() {
                             self.refresh().await;
+                        } else if self.invalidated_current() {
+                            // A follower cannot refresh; the leader can.
+                            self.ask_leader().await;
                         }
                     }
                     () = sleep_until(next) => self.refresh().await,
@@ -319,6 +322,14 @@ impl Driver {
                     || !t.valid_for(self.credential.min_valid, self.now())
             }
         }
+    }
+
+    /// Whether the token served now was reported rejected (`Invalidate`).
+    fn invalidated_current(&self) -> bool {
+        self.current()
+            .token
+            .as_ref()
+            .is_some_and(|t| t.generation == self.invalidated.load(Ordering::Acquire))
     }
 
     async fn command(&mut self, cmd: Command) {

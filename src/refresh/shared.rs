@@ -49,12 +49,37 @@ impl Driver {
         if let Some(e) = &view.record_error {
             return self.stop(State::Misconfigured, e.to_string());
         }
-        let Some(shared) = &view.record else { return };
-        if shared.revision <= self.applied {
-            return;
+        if let Some(shared) = &view.record
+            && shared.revision > self.applied
+        {
+            self.applied = shared.revision;
+            self.adopt(shared.value.clone()).await;
         }
-        self.applied = shared.revision;
-        self.adopt(shared.value.clone()).await;
+        // A follower's caller reported the token this leader published
+        // rejected: replace it now, as for a local `Invalidate`.
+        if matches!(view.role, Role::Leader(_))
+            && view.wanted.is_some_and(|w| w == self.applied)
+            && view.marker.is_none()
+            && self.retry_at.is_none_or(|at| at <= Instant::now())
+        {
+            tracing::info!("a follower reported the access token rejected; refreshing");
+            self.refresh().await;
+        }
+    }
+
+    /// On a follower: asks the leader to replace the current token, which
+    /// a caller here reported rejected. Answers whether it asked.
+    pub(super) async fn ask_leader(&mut self) -> bool {
+        let (Some(seat), Some(view)) = (&self.seat, self.view()) else {
+            return false;
+        };
+        if matches!(view.role, Role::Leader(_)) || view.wanted == Some(self.applied) {
+            return false;
+        }
+        if let Err(e) = seat.want_refresh(self.applied).await {
+            tracing::warn!(error = %e, "cannot ask the leader for a new token");
+        }
+        true
     }
 
     /// Takes `record` from the fleet as this node's: a new grant, a new
