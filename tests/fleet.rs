@@ -384,10 +384,11 @@ async fn a_shared_client_credentials_grant_is_requested_once_per_lifetime() {
     // 4 s tokens renewed at half to two thirds of their life: about 6 in
     // 12 s plus the first; a node each would make three times as many.
     assert!(requests <= 9, "{requests} requests for the fleet");
-    assert_eq!(
-        seen.len() as u64,
-        requests,
-        "every token served came from one request"
+    assert!(seen.len() as u64 <= requests);
+    // The nodes serve the one token, but for the moments a new one spreads.
+    assert!(
+        agreed * 10 >= samples * 8,
+        "{agreed} of {samples} samples agreed"
     );
     println!(
         "fleet: {requests} client-credentials requests in {:?} for 3 nodes",
