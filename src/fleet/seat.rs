@@ -199,9 +199,15 @@ impl Seat {
     }
 
     /// Writes this node's marker, if it still leads (checked by etcd), the
-    /// record is still at `view`'s revision, and the marker is the one
-    /// `view` saw (absent, or one this node may replace).
-    pub async fn mark(&self, view: &View, now: Timestamp) -> Result<Fence, FleetError> {
+    /// record is still at `record_revision` (the one whose refresh token
+    /// this node holds; 0 for none), and the marker is the one `view` saw
+    /// (absent, or one this node may replace).
+    pub async fn mark(
+        &self,
+        view: &View,
+        record_revision: i64,
+        now: Timestamp,
+    ) -> Result<Fence, FleetError> {
         let Role::Leader(leader) = &view.role else {
             return Err(FleetError::Lost("this node does not lead".into()));
         };
@@ -214,11 +220,7 @@ impl Seat {
         let txn = Txn::new()
             .when([
                 Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev()),
-                Compare::mod_revision(
-                    self.keys.record.as_str(),
-                    CompareOp::Equal,
-                    view.record.as_ref().map_or(0, |r| r.revision),
-                ),
+                Compare::mod_revision(self.keys.record.as_str(), CompareOp::Equal, record_revision),
                 Compare::mod_revision(
                     self.keys.marker.as_str(),
                     CompareOp::Equal,

@@ -145,6 +145,17 @@ impl Driver {
         if !matches!(view.role, Role::Leader(_)) {
             return Ok(false);
         }
+        // The record this node presents is the fleet's latest, never an
+        // older local copy (the view may be ahead of the driver).
+        if let Some(shared) = &view.record
+            && shared.revision > self.applied
+        {
+            self.applied = shared.revision;
+            self.adopt(shared.value.clone()).await;
+            if self.record.needs_login.is_some() {
+                return Ok(false);
+            }
+        }
         if let Some((fence, record)) = self.pending.take() {
             // An answer not yet committed: commit it rather than refresh.
             return match self.commit(&fence, &record).await {
@@ -203,7 +214,10 @@ impl Driver {
         let (Some(seat), Some(view)) = (&self.seat, self.view()) else {
             return Ok(true);
         };
-        match seat.mark(&view, now).await {
+        // Guarded by the revision of the record this driver holds: a newer
+        // one (another login) fails the compare rather than being
+        // refreshed with an older token.
+        match seat.mark(&view, self.applied, now).await {
             Ok(fence) => {
                 self.fence = Some(fence);
                 Ok(true)
