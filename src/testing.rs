@@ -40,6 +40,9 @@ pub(crate) struct FakeEndpoint {
     pub(crate) presented: Mutex<Vec<String>>,
     latency: Duration,
     default_lifetime: Duration,
+    in_flight: AtomicUsize,
+    /// The most requests in flight at once so far.
+    pub(crate) max_in_flight: AtomicUsize,
 }
 
 impl FakeEndpoint {
@@ -50,6 +53,8 @@ impl FakeEndpoint {
             presented: Mutex::default(),
             latency,
             default_lifetime,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -99,7 +104,11 @@ impl TokenEndpoint for FakeEndpoint {
         self.presented.lock().unwrap().push(presented);
         let answer = self.script.lock().unwrap().pop_front();
         Box::pin(async move {
+            let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight
+                .fetch_max(now_in_flight, Ordering::SeqCst);
             tokio::time::sleep(self.latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             let (lifetime, refresh_token) = match answer {
                 Some(Answer::Error(e)) => return Err(e),
                 Some(Answer::Tokens {
@@ -152,6 +161,7 @@ pub(crate) fn services(
         endpoint,
         refresh: refresh::Settings {
             max_backoff: Duration::from_secs(300),
+            gates: Arc::new(refresh::Gates::new(8)),
         },
         metrics: Arc::default(),
         clock,

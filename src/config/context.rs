@@ -11,8 +11,8 @@ use serde_spanned::Spanned;
 
 use super::raw::{BadSecret, Principal, RawAllow, RawCredential, RawDaemon, RawHeaders, RawSecret};
 use super::{
-    ConfigError, DEFAULT_HTTP_TIMEOUT, DEFAULT_MAX_BACKOFF, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_SOCKET, DEFAULT_SOCKET_MODE, Daemon, Problem,
+    ConfigError, DEFAULT_HTTP_TIMEOUT, DEFAULT_ISSUER_CONCURRENCY, DEFAULT_MAX_BACKOFF,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE, Daemon, Problem,
 };
 use crate::credential::{Admins, AllowRule, Principals};
 use crate::glean::ActAsPattern;
@@ -169,6 +169,20 @@ impl Context<'_> {
                 )
             })
             .unwrap_or(DEFAULT_MAX_BACKOFF);
+        let issuer_concurrency = match raw.issuer_concurrency {
+            None => DEFAULT_ISSUER_CONCURRENCY,
+            Some(n) if (1..=256).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.problem(
+                    n.span(),
+                    "daemon.issuer_concurrency",
+                    "must be from 1 to 256: token requests in flight to one issuer at once; \
+                     write e.g. 8 (the default)"
+                        .into(),
+                );
+                DEFAULT_ISSUER_CONCURRENCY
+            }
+        };
         Daemon {
             socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             socket_mode,
@@ -177,6 +191,7 @@ impl Context<'_> {
             shutdown_timeout,
             http_timeout,
             max_backoff,
+            issuer_concurrency,
         }
     }
 

@@ -35,6 +35,9 @@ pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_MIN_VALID: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Token requests in flight to one issuer at most, unless
+/// `issuer_concurrency` says otherwise.
+pub(crate) const DEFAULT_ISSUER_CONCURRENCY: usize = 8;
 /// Where the store lives unless `[store] path` says otherwise.
 pub const DEFAULT_STORE: &str = "/var/lib/tokend/store.redb";
 /// The systemd credential (`LoadCredential=`) holding the store key.
@@ -119,6 +122,8 @@ pub struct Daemon {
     pub http_timeout: Duration,
     /// Longest wait between retries of a failing refresh. Default 5 min.
     pub max_backoff: Duration,
+    /// Token requests in flight to one issuer at most. Default 8.
+    pub issuer_concurrency: usize,
 }
 
 /// Where `[metrics] listen` points: `host:port`, or `unix:/path`.

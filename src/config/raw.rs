@@ -116,6 +116,7 @@ pub(super) struct RawDaemon {
     pub(super) shutdown_timeout: Option<Spanned<String>>,
     pub(super) http_timeout: Option<Spanned<String>>,
     pub(super) max_backoff: Option<Spanned<String>>,
+    pub(super) issuer_concurrency: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]

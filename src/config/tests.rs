@@ -942,3 +942,20 @@ fn fleet_mistakes_are_named_and_explained() {
         "{found:?}"
     );
 }
+
+#[test]
+fn issuer_concurrency_is_bounded() {
+    let path = Path::new("/etc/tokend/tokend.toml");
+    let config = parse(path, "[daemon]\nissuer_concurrency = 2\n").unwrap();
+    assert_eq!(config.daemon.issuer_concurrency, 2);
+    assert_eq!(parse(path, "").unwrap().daemon.issuer_concurrency, 8);
+    for bad in ["0", "257"] {
+        let found = problems(path, &format!("[daemon]\nissuer_concurrency = {bad}\n"));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.field == "daemon.issuer_concurrency" && p.message.contains("1 to 256")),
+            "{found:?}"
+        );
+    }
+}

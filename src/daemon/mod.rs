@@ -89,6 +89,7 @@ pub async fn run(
         endpoint: Arc::new(oauth::Http(http.clone())),
         refresh: refresh::Settings {
             max_backoff: daemon.max_backoff,
+            gates: Arc::new(refresh::Gates::new(daemon.issuer_concurrency)),
         },
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),

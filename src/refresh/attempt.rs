@@ -205,8 +205,23 @@ impl Driver {
             Some(rt) => oauth::Grant::RefreshToken(rt),
             None => oauth::Grant::ClientCredentials,
         };
+        let gate = self.deps.settings.gates.of(endpoint);
+        let _turn = gate.enter().await;
+        if let Some(wait) = gate.paused_for() {
+            // Another credential of this issuer was told to wait: so is
+            // this one. Nothing was sent, so nothing can have rotated.
+            return Err(TokenError::Transient {
+                reason: format!(
+                    "the issuer asked its clients to wait (Retry-After) for {} more",
+                    clock::human(wait)
+                ),
+                retry_after: Some(wait),
+                answered: true,
+            });
+        }
         let oauth = self.oauth();
-        self.deps
+        let result = self
+            .deps
             .endpoint
             .request(
                 endpoint,
@@ -215,7 +230,15 @@ impl Driver {
                 oauth.schedule.default_lifetime,
                 now,
             )
-            .await
+            .await;
+        if let Err(TokenError::Transient {
+            retry_after: Some(wait),
+            ..
+        }) = &result
+        {
+            gate.pause(*wait);
+        }
+        result
     }
 
     /// Commits the new tokens, then publishes them.

@@ -14,12 +14,14 @@
 //! (2) and (3) is the one window where a rotated refresh token can be lost;
 //! the marker lets the next start say exactly that instead of a vague error.
 //!
-//! The driver's parts: [`schedule`] (when), `attempt` (one refresh and its
+//! The driver's parts: [`schedule`] (when), `gate` (per-issuer limits on
+//! requests in flight and `Retry-After`), `attempt` (one refresh and its
 //! outcome), `login` (commands a person starts), `record` (the store
 //! protocol; every store call off the async threads) and `publish` (the one
 //! writer of the credential's `watch` channel).
 
 mod attempt;
+mod gate;
 mod login;
 mod publish;
 pub(crate) mod record;
@@ -45,6 +47,7 @@ use crate::oauth::{self, TokenEndpoint};
 use crate::store::{Record, Store};
 use crate::token::{Snapshot, State, Token};
 
+pub use gate::Gates;
 pub use schedule::{backoff, refresh_at};
 
 /// Settings shared by every driver.
@@ -52,6 +55,8 @@ pub use schedule::{backoff, refresh_at};
 pub struct Settings {
     /// Longest wait between retries of a failing refresh.
     pub max_backoff: Duration,
+    /// Per-issuer limits on token requests, shared by every driver.
+    pub gates: Arc<Gates>,
 }
 
 /// What every driver shares: where records live, how to reach token

@@ -215,6 +215,76 @@ mod driver {
         (Arc::new(broker), store)
     }
 
+    /// A broker holding `n` client-credentials credentials `c0`… at one
+    /// issuer, whose gate lets `limit` requests in flight.
+    fn many(dir: &Path, n: usize, limit: usize, endpoint: &Arc<FakeEndpoint>) -> Arc<Broker> {
+        let toml: String = (0..n)
+            .map(|i| {
+                format!(
+                    "[[credential]]\nname = \"c{i}\"\nkind = \"oauth_client_credentials\"\n\
+                     token_endpoint = \"https://as.example/token\"\nclient_id = \"t{i}\"\n\
+                     auth_method = \"none\"\nallow = {{ uids = [0] }}\n"
+                )
+            })
+            .collect();
+        let config = config::parse(Path::new("/etc/tokend.toml"), &toml).unwrap();
+        let clock = Tokio::new(origin());
+        let endpoint: Arc<dyn crate::oauth::TokenEndpoint> = endpoint.clone();
+        let mut services = testing::services(Some(testing::store(dir)), endpoint, clock);
+        services.refresh.gates = Arc::new(crate::refresh::Gates::new(limit));
+        Arc::new(Broker::start(config.credentials, config.daemon.admins, services).unwrap())
+    }
+
+    async fn fetch_named(b: &Broker, name: &str, wait: Duration) -> Result<String, BrokerError> {
+        let req = HeadersRequest {
+            credential: name,
+            ..Default::default()
+        };
+        b.get_headers(&root(), req, wait)
+            .await
+            .map(|g| g.token.fingerprint.clone())
+    }
+
+    /// Fifty credentials starting together at one issuer: never more than
+    /// the gate's limit in flight, and all of them served.
+    #[tokio::test(start_paused = true)]
+    async fn an_issuer_sees_at_most_its_limit_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = FakeEndpoint::new(Duration::from_millis(200), HOUR);
+        let b = many(dir.path(), 50, 3, &endpoint);
+        for i in 0..50 {
+            fetch_named(&b, &format!("c{i}"), Duration::from_secs(30))
+                .await
+                .unwrap();
+        }
+        assert_eq!(endpoint.calls(), 50);
+        assert_eq!(
+            endpoint
+                .max_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst),
+            3
+        );
+        b.shutdown().await;
+    }
+
+    /// A `Retry-After` told to one credential holds back every credential
+    /// of that issuer, not only the one that got it.
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_slows_every_credential_of_the_issuer() {
+        let endpoint = FakeEndpoint::new(Duration::from_secs(1), HOUR);
+        endpoint.then(FakeEndpoint::unavailable(Some(Duration::from_secs(60))));
+        let dir = tempfile::tempdir().unwrap();
+        let b = many(dir.path(), 2, 1, &endpoint);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(endpoint.calls(), 1, "the second credential waited too");
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(endpoint.calls(), 3, "both asked once the pause was over");
+        for name in ["c0", "c1"] {
+            fetch_named(&b, name, Duration::ZERO).await.unwrap();
+        }
+        b.shutdown().await;
+    }
+
     fn logged_in() -> Option<Record> {
         Some(Record {
             refresh_token: Some(Zeroizing::new("rt-1".into())),
