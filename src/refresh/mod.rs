@@ -255,30 +255,34 @@ impl Driver {
     }
 
     /// Runs until `cancel` fires.
-    pub async fn run(mut self, cancel: CancellationToken) {
+    pub fn run(mut self, cancel: CancellationToken) -> impl Future<Output = ()> + Send {
         let span = tracing::info_span!("credential", name = %self.credential.name);
         async move {
-            self.resume().await;
+            Box::pin(self.resume()).await;
+            // The work each arm starts is boxed: an idle driver (most of
+            // them, most of the time) then holds only its loop, a few
+            // hundred bytes, instead of the largest state any refresh,
+            // login or fleet call might need (kilobytes, times thousands of
+            // credentials).
             loop {
                 let next = self.next_wake();
                 tokio::select! {
                     () = cancel.cancelled() => break,
-                    Some(cmd) = self.commands.recv() => self.command(cmd).await,
+                    Some(cmd) = self.commands.recv() => Box::pin(self.command(cmd)).await,
                     () = self.wake.notified() => {
                         if self.wants_refresh_now() {
-                            self.refresh().await;
+                            Box::pin(self.refresh()).await;
                         } else if self.invalidated_current() {
                             // A follower cannot refresh; the leader can.
-                            self.ask_leader().await;
+                            Box::pin(self.ask_leader()).await;
                         }
                     }
-                    () = sleep_until(next) => self.refresh().await,
-                    () = view_changed(&mut self.views) => self.seat_changed().await,
+                    () = sleep_until(next) => Box::pin(self.refresh()).await,
+                    () = view_changed(&mut self.views) => Box::pin(self.seat_changed()).await,
                 }
             }
         }
         .instrument(span)
-        .await;
     }
 
     fn oauth(&self) -> &OAuthCredential {

@@ -76,7 +76,7 @@ impl Driver {
         if matches!(view.role, Role::Leader(_)) || view.wanted == Some(self.applied) {
             return false;
         }
-        if let Err(e) = seat.want_refresh(self.applied).await {
+        if let Err(e) = Box::pin(seat.want_refresh(self.applied)).await {
             tracing::warn!(error = %e, "cannot ask the leader for a new token");
         }
         true
@@ -217,7 +217,7 @@ impl Driver {
         // Guarded by the revision of the record this driver holds: a newer
         // one (another login) fails the compare rather than being
         // refreshed with an older token.
-        match seat.mark(&view, self.applied, now).await {
+        match Box::pin(seat.mark(&view, self.applied, now)).await {
             Ok(fence) => {
                 self.fence = Some(fence);
                 Ok(true)
@@ -281,7 +281,7 @@ impl Driver {
         let Some(seat) = &self.seat else {
             return Ok(());
         };
-        let revision = seat.commit(fence, record).await?;
+        let revision = Box::pin(seat.commit(fence, record)).await?;
         self.applied = revision;
         Ok(())
     }
@@ -294,7 +294,7 @@ impl Driver {
         };
         if answered
             && let Some(seat) = &self.seat
-            && let Err(e) = seat.clear(&fence).await
+            && let Err(e) = Box::pin(seat.clear(&fence)).await
         {
             tracing::warn!(error = %e, "cannot remove the in-flight marker");
         }
@@ -306,7 +306,7 @@ impl Driver {
         let Some(seat) = &self.seat else {
             return Ok(());
         };
-        let revision = seat.replace(record).await?;
+        let revision = Box::pin(seat.replace(record)).await?;
         self.applied = revision;
         self.fence = None;
         self.pending = None;

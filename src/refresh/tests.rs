@@ -601,3 +601,35 @@ mod driver {
         b.shutdown().await;
     }
 }
+
+/// An idle driver's task is its loop alone: the state of a refresh, a
+/// login or a fleet call is boxed while it runs. Thousands of credentials
+/// each held the largest of those states (17 KiB) before.
+#[test]
+fn an_idle_driver_task_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[[credential]]\nname = \"c\"\nkind = \"oauth_client_credentials\"\n\
+                token_endpoint = \"https://as.example/token\"\nclient_id = \"t\"\n\
+                auth_method = \"none\"\n";
+    let config = crate::config::parse(std::path::Path::new("/etc/t.toml"), toml).unwrap();
+    let s = crate::testing::services(
+        Some(crate::testing::store(dir.path())),
+        crate::testing::http(),
+        clock::system(),
+    );
+    let deps = Deps {
+        store: s.store.unwrap(),
+        endpoint: s.endpoint,
+        settings: s.refresh,
+        metrics: s.metrics,
+        clock: s.clock,
+        fleet: None,
+    };
+    let credential = Arc::new(config.credentials.into_iter().next().unwrap());
+    let snapshot = Snapshot::new(State::Refreshing);
+    let (tx, _rx) = watch::channel(Arc::new(snapshot));
+    let (driver, _handle) = Driver::new(credential, tx, deps);
+    let task = driver.run(CancellationToken::new());
+    let size = size_of_val(&task);
+    assert!(size < 4096, "the driver task is {size} bytes");
+}
