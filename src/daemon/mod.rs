@@ -7,6 +7,7 @@
 //! listener).
 
 mod background;
+mod memory;
 pub mod metrics_http;
 mod reload;
 
@@ -152,6 +153,7 @@ pub async fn run(
         tasks.spawn(proxy.serve(shutdown.clone(), tasks.clone()));
     }
     tasks.close();
+    memory::release_free_memory();
     tracing::info!(credentials = broker.len(), "tokend started");
     // The socket listens and the store is open: ready.
     notifier.ready();

@@ -99,6 +99,8 @@ impl Reloader {
             }
             Ok(config) => self.apply(config),
         };
+        // The parser's state and the old credentials are gone by now.
+        super::memory::release_free_memory();
         self.notifier.ready();
         result
     }
