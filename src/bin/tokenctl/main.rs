@@ -8,7 +8,6 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use cli::{Cli, Command};
 
 use tokend::check::{self, CheckError};
@@ -124,9 +123,9 @@ fn fail(code: u8, message: String) -> Failure {
 }
 
 fn main() -> ExitCode {
-    // Parsed before the runtime exists: `--help`, `--version` and usage
+    // Read before the runtime exists: `--help`, `--version` and usage
     // errors exit in clap and need none.
-    let cli = Cli::parse();
+    let cli = Cli::from_env();
     // One thread: a command is a call or two on one connection, and a
     // second thread would only be started to wait.
     let runtime = tokio::runtime::Builder::new_current_thread()
