@@ -1,10 +1,15 @@
-//! `GetHeaders` over the real socket against the real daemon, next to a raw
-//! Unix-socket request/response baseline doing the same framing work:
-//! p50/p99/p99.9 latency and calls/s at 1, 16 and 64 clients; the cost of
-//! `tokenctl headers` as a whole process; and the daemon's memory at idle
+//! `GetHeaders` over the real socket against the real daemon, next to two
+//! baselines driven by the same load: a raw Unix-socket request/response
+//! doing the same framing work (the floor), and a do-nothing tonic server
+//! with default settings serving the same `TokenBroker` service (what
+//! tokend's transport would cost untuned). p50/p99/p99.9 latency and calls/s
+//! at 1, 16 and 64 clients, for a Glean token and for a cached OAuth token,
+//! in interleaved rounds so a busy machine disturbs all alike; then the cost
+//! of `tokenctl headers` as a whole process; and the daemon's memory at idle
 //! with 10, 1 000 and 10 000 credentials and after 1 000 000 calls.
 //!
-//! Run: `cargo bench --bench get_headers`. Prints tables; asserts nothing.
+//! Run: `cargo bench --bench get_headers` (`-- calls` for the calls only).
+//! Prints tables; asserts nothing.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,21 +18,43 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Load, grpc_load, pct, print_row, rss_kib, start};
+use common::{
+    Load, cache_oauth_tokens, grpc_load, grpc_load_of, oauth_credentials, pct, print_row, rss_kib,
+    serve_tonic_baseline_if_asked, start, start_tonic_baseline, start_with,
+};
 
-const RUN: Duration = Duration::from_secs(4);
+/// One round of one load; every row is [`ROUNDS`] of them.
+const RUN: Duration = Duration::from_secs(2);
+const ROUNDS: usize = 5;
 const CLIENTS: [usize; 3] = [1, 16, 64];
+/// OAuth credentials configured next to the 1 000 Glean ones: one per
+/// client at 64 clients, as the Glean load has.
+const OAUTH: usize = 64;
+
+/// What one round measures, in the order of the first round (later rounds
+/// rotate it).
+const TARGETS: [&str; 4] = [
+    "raw baseline (echo framing)",
+    "default tonic server",
+    "tokend GetHeaders, Glean",
+    "tokend GetHeaders, OAuth",
+];
 
 fn main() {
+    serve_tonic_baseline_if_asked();
+    let calls_only = std::env::args().any(|a| a == "calls");
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
-        "machine: {} cores; client and daemon share them",
+        "machine: {} cores; clients, daemon and baselines share them",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
     // Memory at idle by credential count.
     let mut idle = Vec::new();
     for n in [10, 1_000, 10_000] {
+        if calls_only {
+            break;
+        }
         let (mut daemon, _socket) = start(dir.path(), n);
         std::thread::sleep(Duration::from_millis(500));
         idle.push((n, rss_kib(daemon.id())));
@@ -35,33 +62,75 @@ fn main() {
         let _ = daemon.wait();
     }
 
-    let (mut daemon, socket) = start(dir.path(), 1_000);
+    // Quiet about the OAuth credentials' missing login until it is stored.
+    let quiet = [("TOKEND_LOG", "warn,tokend::refresh::publish=off")];
+    let (mut daemon, socket) = start_with(
+        dir.path(),
+        1_000,
+        "",
+        &quiet,
+        &oauth_credentials(dir.path(), OAUTH),
+    );
+    cache_oauth_tokens(&socket, OAUTH);
+    let (mut tonic, tonic_socket) = start_tonic_baseline(dir.path());
+    let raw_socket = raw_server(dir.path());
     println!(
-        "\nrequest/response over a Unix socket, {}s per row",
+        "\nrequest/response over a Unix socket, {ROUNDS} interleaved rounds of {}s per row",
         RUN.as_secs()
     );
     println!(
         "{:>28}  {:>8}  {:>10}  {:>9}  {:>9}  {:>9}",
         "", "clients", "calls/s", "p50 µs", "p99 µs", "p99.9 µs"
     );
-    let baseline = baseline_server(dir.path());
-    let mut ratios = Vec::new();
+    let mut results = Vec::new();
     for clients in CLIENTS {
-        let raw = raw_load(&baseline, clients);
-        let grpc = grpc_load(&socket, clients, RUN);
-        print_row("raw baseline (echo framing)", clients, &raw);
-        print_row("tokend GetHeaders", clients, &grpc);
-        ratios.push((
-            clients,
-            raw.rate / grpc.rate,
-            pct(&grpc.lat, 0.5) / pct(&raw.lat, 0.5),
-        ));
+        let mut rounds: [Vec<Load>; 4] = Default::default();
+        for round in 0..ROUNDS {
+            for i in 0..TARGETS.len() {
+                let target = (i + round) % TARGETS.len();
+                rounds[target].push(match target {
+                    0 => raw_load(&raw_socket, clients),
+                    1 => grpc_load(&tonic_socket, clients, RUN),
+                    2 => grpc_load(&socket, clients, RUN),
+                    _ => grpc_load_of(&socket, clients, RUN, |c| format!("oauth-{:04}", c % OAUTH)),
+                });
+            }
+        }
+        let merged: [Rows; 4] = rounds.map(|r| {
+            let figures = r.iter().map(Figures::of).collect();
+            (Load::merge(r), figures)
+        });
+        for (what, (load, _)) in TARGETS.iter().zip(&merged) {
+            print_row(what, clients, load);
+        }
+        results.push((clients, merged));
     }
-    println!("\ntokend's cost relative to the raw baseline:");
-    for (clients, throughput, latency) in ratios {
-        println!(
-            "  {clients:>2} clients: {throughput:.1}x fewer calls/s, {latency:.1}x the p50 latency"
-        );
+    println!("\nratios over the {ROUNDS} rounds: all rounds merged [lowest–highest round]");
+    println!(
+        "{:>7}  {:>28}  {:>22}  {:>22}  {:>22}",
+        "clients", "", "p50", "p99", "calls/s"
+    );
+    for (clients, [raw, tonic, glean, oauth]) in &results {
+        for (what, subject, base) in [
+            ("tokend Glean / tonic", glean, tonic),
+            ("tokend OAuth / tonic", oauth, tonic),
+            ("tokend OAuth / tokend Glean", oauth, glean),
+            ("tokend Glean / raw", glean, raw),
+        ] {
+            println!(
+                "{clients:>7}  {what:>28}  {:>22}  {:>22}  {:>22}",
+                ratio(subject, base, |r| r.p50),
+                ratio(subject, base, |r| r.p99),
+                ratio(subject, base, |r| r.rate),
+            );
+        }
+    }
+    let _ = tonic.kill();
+    let _ = tonic.wait();
+    if calls_only {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        return;
     }
 
     // A shell script's view: one whole `tokenctl headers` process per call.
@@ -104,11 +173,47 @@ fn main() {
     let _ = daemon.wait();
 }
 
+/// A load's p50, p99 and calls/s.
+#[derive(Clone, Copy)]
+struct Figures {
+    p50: f64,
+    p99: f64,
+    rate: f64,
+}
+
+impl Figures {
+    fn of(l: &Load) -> Self {
+        Self {
+            p50: pct(&l.lat, 0.5),
+            p99: pct(&l.lat, 0.99),
+            rate: l.rate,
+        }
+    }
+}
+
+/// A target's rounds merged, and each round's figures.
+type Rows = (Load, Vec<Figures>);
+
+/// `subject / base` for one figure: over all rounds merged, and its range
+/// over the rounds taken one by one (each against the same round's base).
+fn ratio(subject: &Rows, base: &Rows, figure: fn(&Figures) -> f64) -> String {
+    let merged = figure(&Figures::of(&subject.0)) / figure(&Figures::of(&base.0));
+    let per_round = subject
+        .1
+        .iter()
+        .zip(&base.1)
+        .map(|(s, b)| figure(s) / figure(b));
+    let (lo, hi) = per_round.fold((f64::INFINITY, 0.0_f64), |(lo, hi), r| {
+        (lo.min(r), hi.max(r))
+    });
+    format!("{merged:.2}x [{lo:.2}–{hi:.2}]")
+}
+
 /// A minimal Unix-socket server doing what tokend's transport must at
 /// least do: read a length-prefixed request (the size of a GetHeaders call)
 /// and write a length-prefixed response (the size of its answer). One thread
 /// per connection, blocking I/O: the floor for the socket round trip.
-fn baseline_server(dir: &Path) -> PathBuf {
+fn raw_server(dir: &Path) -> PathBuf {
     let path = dir.join("baseline.sock");
     let _ = std::fs::remove_file(&path);
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
