@@ -9,7 +9,9 @@
 //! with 10, 1 000 and 10 000 credentials and after 1 000 000 calls.
 //!
 //! Run: `cargo bench --bench get_headers` (`-- calls` for the calls only).
-//! Prints tables; asserts nothing.
+//! With `TOKEND_BENCH_BEFORE=/path/to/an/older/tokend`, that binary is
+//! measured too, in the same rounds, and compared with this one. Prints
+//! tables; asserts nothing.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,25 +22,48 @@ mod common;
 
 use common::{
     Load, cache_oauth_tokens, grpc_load, grpc_load_of, oauth_credentials, pct, print_row, rss_kib,
-    serve_tonic_baseline_if_asked, start, start_tonic_baseline, start_with,
+    serve_tonic_baseline_if_asked, start, start_bin, start_tonic_baseline,
 };
 
-/// One round of one load; every row is [`ROUNDS`] of them.
-const RUN: Duration = Duration::from_secs(2);
-const ROUNDS: usize = 5;
+/// One round of one load; every row is [`ROUNDS`] of them, short and many
+/// so that other work on the machine lands in a few rounds, not in a row.
+const RUN: Duration = Duration::from_secs(1);
+const ROUNDS: usize = 10;
 const CLIENTS: [usize; 3] = [1, 16, 64];
 /// OAuth credentials configured next to the 1 000 Glean ones: one per
 /// client at 64 clients, as the Glean load has.
 const OAUTH: usize = 64;
 
-/// What one round measures, in the order of the first round (later rounds
-/// rotate it).
-const TARGETS: [&str; 4] = [
-    "raw baseline (echo framing)",
-    "default tonic server",
-    "tokend GetHeaders, Glean",
-    "tokend GetHeaders, OAuth",
-];
+/// What a round measures.
+enum Target {
+    Raw(PathBuf),
+    Tonic(PathBuf),
+    /// A daemon's socket, and whether to ask for the OAuth credentials.
+    Tokend(PathBuf, bool),
+}
+
+impl Target {
+    fn load(&self, clients: usize) -> Load {
+        match self {
+            Self::Raw(socket) => raw_load(socket, clients),
+            Self::Tonic(socket) | Self::Tokend(socket, false) => grpc_load(socket, clients, RUN),
+            Self::Tokend(socket, true) => {
+                grpc_load_of(socket, clients, RUN, |c| format!("oauth-{:04}", c % OAUTH))
+            }
+        }
+    }
+}
+
+/// Starts `bin` with 1 000 Glean and [`OAUTH`] OAuth credentials, their
+/// tokens cached.
+fn start_daemon(bin: &Path, dir: &Path) -> (std::process::Child, PathBuf) {
+    std::fs::create_dir_all(dir).expect("daemon dir");
+    // Quiet about the OAuth credentials' missing login until it is stored.
+    let quiet = [("TOKEND_LOG", "warn,tokend::refresh::publish=off")];
+    let started = start_bin(bin, dir, 1_000, "", &quiet, &oauth_credentials(dir, OAUTH));
+    cache_oauth_tokens(&started.1, OAUTH);
+    started
+}
 
 fn main() {
     serve_tonic_baseline_if_asked();
@@ -62,18 +87,32 @@ fn main() {
         let _ = daemon.wait();
     }
 
-    // Quiet about the OAuth credentials' missing login until it is stored.
-    let quiet = [("TOKEND_LOG", "warn,tokend::refresh::publish=off")];
-    let (mut daemon, socket) = start_with(
-        dir.path(),
-        1_000,
-        "",
-        &quiet,
-        &oauth_credentials(dir.path(), OAUTH),
+    let (mut daemon, socket) = start_daemon(
+        Path::new(env!("CARGO_BIN_EXE_tokend")),
+        &dir.path().join("this"),
     );
-    cache_oauth_tokens(&socket, OAUTH);
+    let before = std::env::var_os("TOKEND_BENCH_BEFORE")
+        .map(|bin| start_daemon(Path::new(&bin), &dir.path().join("before")));
     let (mut tonic, tonic_socket) = start_tonic_baseline(dir.path());
-    let raw_socket = raw_server(dir.path());
+    let mut targets = vec![
+        (
+            "raw baseline (echo framing)",
+            Target::Raw(raw_server(dir.path())),
+        ),
+        ("default tonic server", Target::Tonic(tonic_socket)),
+        (
+            "tokend GetHeaders, Glean",
+            Target::Tokend(socket.clone(), false),
+        ),
+        (
+            "tokend GetHeaders, OAuth",
+            Target::Tokend(socket.clone(), true),
+        ),
+    ];
+    if let Some((_, before)) = &before {
+        targets.push(("before: Glean", Target::Tokend(before.clone(), false)));
+        targets.push(("before: OAuth", Target::Tokend(before.clone(), true)));
+    }
     println!(
         "\nrequest/response over a Unix socket, {ROUNDS} interleaved rounds of {}s per row",
         RUN.as_secs()
@@ -84,39 +123,46 @@ fn main() {
     );
     let mut results = Vec::new();
     for clients in CLIENTS {
-        let mut rounds: [Vec<Load>; 4] = Default::default();
+        let mut rounds: Vec<Vec<Load>> = targets.iter().map(|_| Vec::new()).collect();
         for round in 0..ROUNDS {
-            for i in 0..TARGETS.len() {
-                let target = (i + round) % TARGETS.len();
-                rounds[target].push(match target {
-                    0 => raw_load(&raw_socket, clients),
-                    1 => grpc_load(&tonic_socket, clients, RUN),
-                    2 => grpc_load(&socket, clients, RUN),
-                    _ => grpc_load_of(&socket, clients, RUN, |c| format!("oauth-{:04}", c % OAUTH)),
-                });
+            // Each round starts one target later, so none is always first.
+            for i in 0..targets.len() {
+                let t = (i + round) % targets.len();
+                rounds[t].push(targets[t].1.load(clients));
             }
         }
-        let merged: [Rows; 4] = rounds.map(|r| {
-            let figures = r.iter().map(Figures::of).collect();
-            (Load::merge(r), figures)
-        });
-        for (what, (load, _)) in TARGETS.iter().zip(&merged) {
+        let merged: Vec<Rows> = rounds
+            .into_iter()
+            .map(|r| {
+                let figures = r.iter().map(Figures::of).collect();
+                (Load::merge(r), figures)
+            })
+            .collect();
+        for ((what, _), (load, _)) in targets.iter().zip(&merged) {
             print_row(what, clients, load);
         }
         results.push((clients, merged));
     }
-    println!("\nratios over the {ROUNDS} rounds: all rounds merged [lowest–highest round]");
+    println!("\nratios round by round: median [lowest–highest] of {ROUNDS} rounds");
     println!(
         "{:>7}  {:>28}  {:>22}  {:>22}  {:>22}",
         "clients", "", "p50", "p99", "calls/s"
     );
-    for (clients, [raw, tonic, glean, oauth]) in &results {
-        for (what, subject, base) in [
-            ("tokend Glean / tonic", glean, tonic),
-            ("tokend OAuth / tonic", oauth, tonic),
-            ("tokend OAuth / tokend Glean", oauth, glean),
-            ("tokend Glean / raw", glean, raw),
-        ] {
+    // Indexes into `targets`.
+    let mut pairs = vec![
+        ("tokend Glean / tonic", 2, 1),
+        ("tokend OAuth / tonic", 3, 1),
+        ("tokend OAuth / tokend Glean", 3, 2),
+        ("tokend Glean / raw", 2, 0),
+    ];
+    if before.is_some() {
+        pairs.push(("before Glean / tonic", 4, 1));
+        pairs.push(("tokend Glean / before", 2, 4));
+        pairs.push(("tokend OAuth / before", 3, 5));
+    }
+    for (clients, rows) in &results {
+        for &(what, subject, base) in &pairs {
+            let (subject, base) = (&rows[subject], &rows[base]);
             println!(
                 "{clients:>7}  {what:>28}  {:>22}  {:>22}  {:>22}",
                 ratio(subject, base, |r| r.p50),
@@ -124,6 +170,10 @@ fn main() {
                 ratio(subject, base, |r| r.rate),
             );
         }
+    }
+    if let Some((mut before, _)) = before {
+        let _ = before.kill();
+        let _ = before.wait();
     }
     let _ = tonic.kill();
     let _ = tonic.wait();
@@ -194,19 +244,19 @@ impl Figures {
 /// A target's rounds merged, and each round's figures.
 type Rows = (Load, Vec<Figures>);
 
-/// `subject / base` for one figure: over all rounds merged, and its range
-/// over the rounds taken one by one (each against the same round's base).
+/// `subject / base` for one figure, round by round (each against the same
+/// round's base): the median round, and the lowest and highest. A round
+/// another process disturbed moves one end of the range, not the median.
 fn ratio(subject: &Rows, base: &Rows, figure: fn(&Figures) -> f64) -> String {
-    let merged = figure(&Figures::of(&subject.0)) / figure(&Figures::of(&base.0));
-    let per_round = subject
+    let mut per_round: Vec<f64> = subject
         .1
         .iter()
         .zip(&base.1)
-        .map(|(s, b)| figure(s) / figure(b));
-    let (lo, hi) = per_round.fold((f64::INFINITY, 0.0_f64), |(lo, hi), r| {
-        (lo.min(r), hi.max(r))
-    });
-    format!("{merged:.2}x [{lo:.2}–{hi:.2}]")
+        .map(|(s, b)| figure(s) / figure(b))
+        .collect();
+    per_round.sort_by(f64::total_cmp);
+    let (lo, hi) = (per_round[0], per_round[per_round.len() - 1]);
+    format!("{:.2}x [{lo:.2}–{hi:.2}]", pct(&per_round, 0.5))
 }
 
 /// A minimal Unix-socket server doing what tokend's transport must at

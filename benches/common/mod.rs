@@ -77,6 +77,26 @@ pub fn start_with(
     env: &[(&str, &str)],
     extra: &str,
 ) -> (Child, PathBuf) {
+    start_bin(
+        Path::new(env!("CARGO_BIN_EXE_tokend")),
+        dir,
+        n,
+        tag,
+        env,
+        extra,
+    )
+}
+
+/// [`start_with`] for another build of the daemon, `bin` (an older one, to
+/// compare with).
+pub fn start_bin(
+    bin: &Path,
+    dir: &Path,
+    n: usize,
+    tag: &str,
+    env: &[(&str, &str)],
+    extra: &str,
+) -> (Child, PathBuf) {
     let secret = dir.join("secret");
     std::fs::write(&secret, "glean_bench_token\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -94,7 +114,7 @@ pub fn start_with(
     config.push_str(extra);
     let config_path = dir.join(format!("tokend-{n}{tag}.toml"));
     std::fs::write(&config_path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+    let child = Command::new(bin)
         .arg("--config")
         .arg(&config_path)
         .env("TOKEND_LOG", "warn")
