@@ -204,6 +204,9 @@ fn string(block: &mut &[u8], out: &mut Vec<u8>, memo: &mut Memo) -> Result<(), H
 const MEMO_ENTRIES: usize = 4;
 const MEMO_MAX: usize = 128;
 
+/// A Huffman-coded string as sent, and decoded.
+type Remembered = (Box<[u8]>, Box<[u8]>);
+
 /// The last few Huffman strings a client sent, decoded. Clients repeat some
 /// literals verbatim on every request: h2 (tonic) and grpc-go never index
 /// `:path`, so each call's path arrives as the same Huffman-coded bytes,
@@ -211,8 +214,8 @@ const MEMO_MAX: usize = 128;
 /// A repeat is now a comparison and a copy.
 #[derive(Debug, Default)]
 struct Memo {
-    /// (as sent, decoded), at most [`MEMO_ENTRIES`].
-    entries: Vec<(Box<[u8]>, Box<[u8]>)>,
+    /// At most [`MEMO_ENTRIES`].
+    entries: Vec<Remembered>,
     /// The entry to replace next once full: the oldest.
     next: usize,
 }
