@@ -1,10 +1,17 @@
-//! `GetHeaders` over the real socket against the real daemon, next to a raw
-//! Unix-socket request/response baseline doing the same framing work:
-//! p50/p99/p99.9 latency and calls/s at 1, 16 and 64 clients; the cost of
-//! `tokenctl headers` as a whole process; and the daemon's memory at idle
+//! `GetHeaders` over the real socket against the real daemon, next to two
+//! baselines driven by the same load: a raw Unix-socket request/response
+//! doing the same framing work (the floor), and a do-nothing tonic server
+//! with default settings serving the same `TokenBroker` service (what
+//! tokend's transport would cost untuned). p50/p99/p99.9 latency and calls/s
+//! at 1, 16 and 64 clients, for a Glean token and for a cached OAuth token,
+//! in interleaved rounds so a busy machine disturbs all alike; then the cost
+//! of `tokenctl headers` as a whole process; and the daemon's memory at idle
 //! with 10, 1 000 and 10 000 credentials and after 1 000 000 calls.
 //!
-//! Run: `cargo bench --bench get_headers`. Prints tables; asserts nothing.
+//! Run: `cargo bench --bench get_headers` (`-- calls` for the calls only).
+//! With `TOKEND_BENCH_BEFORE=/path/to/an/older/tokend`, that binary is
+//! measured too, in the same rounds, and compared with this one. Prints
+//! tables; asserts nothing.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,21 +20,66 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Load, grpc_load, pct, print_row, rss_kib, start};
+use common::{
+    Load, cache_oauth_tokens, grpc_load, grpc_load_of, oauth_credentials, pct, print_row, rss_kib,
+    serve_tonic_baseline_if_asked, start, start_bin, start_tonic_baseline,
+};
 
-const RUN: Duration = Duration::from_secs(4);
+/// One round of one load; every row is [`ROUNDS`] of them, short and many
+/// so that other work on the machine lands in a few rounds, not in a row.
+const RUN: Duration = Duration::from_secs(1);
+const ROUNDS: usize = 10;
 const CLIENTS: [usize; 3] = [1, 16, 64];
+/// OAuth credentials configured next to the 1 000 Glean ones: one per
+/// client at 64 clients, as the Glean load has.
+const OAUTH: usize = 64;
+
+/// What a round measures.
+enum Target {
+    Raw(PathBuf),
+    Tonic(PathBuf),
+    /// A daemon's socket, and whether to ask for the OAuth credentials.
+    Tokend(PathBuf, bool),
+}
+
+impl Target {
+    fn load(&self, clients: usize) -> Load {
+        match self {
+            Self::Raw(socket) => raw_load(socket, clients),
+            Self::Tonic(socket) | Self::Tokend(socket, false) => grpc_load(socket, clients, RUN),
+            Self::Tokend(socket, true) => {
+                grpc_load_of(socket, clients, RUN, |c| format!("oauth-{:04}", c % OAUTH))
+            }
+        }
+    }
+}
+
+/// Starts `bin` with 1 000 Glean and [`OAUTH`] OAuth credentials, their
+/// tokens cached.
+fn start_daemon(bin: &Path, dir: &Path) -> (std::process::Child, PathBuf) {
+    std::fs::create_dir_all(dir).expect("daemon dir");
+    // Quiet about the OAuth credentials' missing login until it is stored.
+    let quiet = [("TOKEND_LOG", "warn,tokend::refresh::publish=off")];
+    let started = start_bin(bin, dir, 1_000, "", &quiet, &oauth_credentials(dir, OAUTH));
+    cache_oauth_tokens(&started.1, OAUTH);
+    started
+}
 
 fn main() {
+    serve_tonic_baseline_if_asked();
+    let calls_only = std::env::args().any(|a| a == "calls");
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
-        "machine: {} cores; client and daemon share them",
+        "machine: {} cores; clients, daemon and baselines share them",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
     // Memory at idle by credential count.
     let mut idle = Vec::new();
     for n in [10, 1_000, 10_000] {
+        if calls_only {
+            break;
+        }
         let (mut daemon, _socket) = start(dir.path(), n);
         std::thread::sleep(Duration::from_millis(500));
         idle.push((n, rss_kib(daemon.id())));
@@ -35,33 +87,100 @@ fn main() {
         let _ = daemon.wait();
     }
 
-    let (mut daemon, socket) = start(dir.path(), 1_000);
+    let (mut daemon, socket) = start_daemon(
+        Path::new(env!("CARGO_BIN_EXE_tokend")),
+        &dir.path().join("this"),
+    );
+    let before = std::env::var_os("TOKEND_BENCH_BEFORE")
+        .map(|bin| start_daemon(Path::new(&bin), &dir.path().join("before")));
+    let (mut tonic, tonic_socket) = start_tonic_baseline(dir.path());
+    let mut targets = vec![
+        (
+            "raw baseline (echo framing)",
+            Target::Raw(raw_server(dir.path())),
+        ),
+        ("default tonic server", Target::Tonic(tonic_socket)),
+        (
+            "tokend GetHeaders, Glean",
+            Target::Tokend(socket.clone(), false),
+        ),
+        (
+            "tokend GetHeaders, OAuth",
+            Target::Tokend(socket.clone(), true),
+        ),
+    ];
+    if let Some((_, before)) = &before {
+        targets.push(("before: Glean", Target::Tokend(before.clone(), false)));
+        targets.push(("before: OAuth", Target::Tokend(before.clone(), true)));
+    }
     println!(
-        "\nrequest/response over a Unix socket, {}s per row",
+        "\nrequest/response over a Unix socket, {ROUNDS} interleaved rounds of {}s per row",
         RUN.as_secs()
     );
     println!(
         "{:>28}  {:>8}  {:>10}  {:>9}  {:>9}  {:>9}",
         "", "clients", "calls/s", "p50 µs", "p99 µs", "p99.9 µs"
     );
-    let baseline = baseline_server(dir.path());
-    let mut ratios = Vec::new();
+    let mut results = Vec::new();
     for clients in CLIENTS {
-        let raw = raw_load(&baseline, clients);
-        let grpc = grpc_load(&socket, clients, RUN);
-        print_row("raw baseline (echo framing)", clients, &raw);
-        print_row("tokend GetHeaders", clients, &grpc);
-        ratios.push((
-            clients,
-            raw.rate / grpc.rate,
-            pct(&grpc.lat, 0.5) / pct(&raw.lat, 0.5),
-        ));
+        let mut rounds: Vec<Vec<Load>> = targets.iter().map(|_| Vec::new()).collect();
+        for round in 0..ROUNDS {
+            // Each round starts one target later, so none is always first.
+            for i in 0..targets.len() {
+                let t = (i + round) % targets.len();
+                rounds[t].push(targets[t].1.load(clients));
+            }
+        }
+        let merged: Vec<Rows> = rounds
+            .into_iter()
+            .map(|r| {
+                let figures = r.iter().map(Figures::of).collect();
+                (Load::merge(r), figures)
+            })
+            .collect();
+        for ((what, _), (load, _)) in targets.iter().zip(&merged) {
+            print_row(what, clients, load);
+        }
+        results.push((clients, merged));
     }
-    println!("\ntokend's cost relative to the raw baseline:");
-    for (clients, throughput, latency) in ratios {
-        println!(
-            "  {clients:>2} clients: {throughput:.1}x fewer calls/s, {latency:.1}x the p50 latency"
-        );
+    println!("\nratios round by round: median [lowest–highest] of {ROUNDS} rounds");
+    println!(
+        "{:>7}  {:>28}  {:>22}  {:>22}  {:>22}",
+        "clients", "", "p50", "p99", "calls/s"
+    );
+    // Indexes into `targets`.
+    let mut pairs = vec![
+        ("tokend Glean / tonic", 2, 1),
+        ("tokend OAuth / tonic", 3, 1),
+        ("tokend OAuth / tokend Glean", 3, 2),
+        ("tokend Glean / raw", 2, 0),
+    ];
+    if before.is_some() {
+        pairs.push(("before Glean / tonic", 4, 1));
+        pairs.push(("tokend Glean / before", 2, 4));
+        pairs.push(("tokend OAuth / before", 3, 5));
+    }
+    for (clients, rows) in &results {
+        for &(what, subject, base) in &pairs {
+            let (subject, base) = (&rows[subject], &rows[base]);
+            println!(
+                "{clients:>7}  {what:>28}  {:>22}  {:>22}  {:>22}",
+                ratio(subject, base, |r| r.p50),
+                ratio(subject, base, |r| r.p99),
+                ratio(subject, base, |r| r.rate),
+            );
+        }
+    }
+    if let Some((mut before, _)) = before {
+        let _ = before.kill();
+        let _ = before.wait();
+    }
+    let _ = tonic.kill();
+    let _ = tonic.wait();
+    if calls_only {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        return;
     }
 
     // A shell script's view: one whole `tokenctl headers` process per call.
@@ -104,11 +223,47 @@ fn main() {
     let _ = daemon.wait();
 }
 
+/// A load's p50, p99 and calls/s.
+#[derive(Clone, Copy)]
+struct Figures {
+    p50: f64,
+    p99: f64,
+    rate: f64,
+}
+
+impl Figures {
+    fn of(l: &Load) -> Self {
+        Self {
+            p50: pct(&l.lat, 0.5),
+            p99: pct(&l.lat, 0.99),
+            rate: l.rate,
+        }
+    }
+}
+
+/// A target's rounds merged, and each round's figures.
+type Rows = (Load, Vec<Figures>);
+
+/// `subject / base` for one figure, round by round (each against the same
+/// round's base): the median round, and the lowest and highest. A round
+/// another process disturbed moves one end of the range, not the median.
+fn ratio(subject: &Rows, base: &Rows, figure: fn(&Figures) -> f64) -> String {
+    let mut per_round: Vec<f64> = subject
+        .1
+        .iter()
+        .zip(&base.1)
+        .map(|(s, b)| figure(s) / figure(b))
+        .collect();
+    per_round.sort_by(f64::total_cmp);
+    let (lo, hi) = (per_round[0], per_round[per_round.len() - 1]);
+    format!("{:.2}x [{lo:.2}–{hi:.2}]", pct(&per_round, 0.5))
+}
+
 /// A minimal Unix-socket server doing what tokend's transport must at
 /// least do: read a length-prefixed request (the size of a GetHeaders call)
 /// and write a length-prefixed response (the size of its answer). One thread
 /// per connection, blocking I/O: the floor for the socket round trip.
-fn baseline_server(dir: &Path) -> PathBuf {
+fn raw_server(dir: &Path) -> PathBuf {
     let path = dir.join("baseline.sock");
     let _ = std::fs::remove_file(&path);
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();

@@ -50,6 +50,7 @@ pub struct Decoder {
     limit: usize,
     name: Vec<u8>,
     value: Vec<u8>,
+    memo: Memo,
 }
 
 /// RFC 7541 §4.1: an entry's size counts 32 bytes of overhead.
@@ -67,6 +68,7 @@ impl Decoder {
             limit,
             name: Vec::new(),
             value: Vec::new(),
+            memo: Memo::default(),
         }
     }
 
@@ -102,11 +104,11 @@ impl Decoder {
                 let mut value = std::mem::take(&mut self.value);
                 name.clear();
                 if name_index == 0 {
-                    string(&mut block, &mut name)?;
+                    string(&mut block, &mut name, &mut self.memo)?;
                 } else {
                     name.extend_from_slice(self.entry(name_index)?.0);
                 }
-                string(&mut block, &mut value)?;
+                string(&mut block, &mut value, &mut self.memo)?;
                 field(&name, &value, never);
                 if index {
                     self.insert(&name, &value);
@@ -180,7 +182,7 @@ fn integer(block: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
 }
 
 /// RFC 7541 §5.2: a string literal, Huffman-coded or not, into `out`.
-fn string(block: &mut &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
+fn string(block: &mut &[u8], out: &mut Vec<u8>, memo: &mut Memo) -> Result<(), HpackError> {
     let huffman = block.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
     let len = integer(block, 7)?;
     if len > block.len() {
@@ -190,9 +192,50 @@ fn string(block: &mut &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
     *block = rest;
     out.clear();
     if huffman {
-        huffman_decode(raw, out)
+        memo.huffman_decode(raw, out)
     } else {
         out.extend_from_slice(raw);
+        Ok(())
+    }
+}
+
+/// How many decoded Huffman strings a connection remembers, and the
+/// longest (as sent) it remembers.
+const MEMO_ENTRIES: usize = 4;
+const MEMO_MAX: usize = 128;
+
+/// A Huffman-coded string as sent, and decoded.
+type Remembered = (Box<[u8]>, Box<[u8]>);
+
+/// The last few Huffman strings a client sent, decoded. Clients repeat some
+/// literals verbatim on every request: h2 (tonic) and grpc-go never index
+/// `:path`, so each call's path arrives as the same Huffman-coded bytes,
+/// and decoding it bit by bit was over half of this layer's cost per call.
+/// A repeat is now a comparison and a copy.
+#[derive(Debug, Default)]
+struct Memo {
+    /// At most [`MEMO_ENTRIES`].
+    entries: Vec<Remembered>,
+    /// The entry to replace next once full: the oldest.
+    next: usize,
+}
+
+impl Memo {
+    /// [`huffman_decode`], from memory when `raw` was seen lately.
+    fn huffman_decode(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
+        if let Some((_, decoded)) = self.entries.iter().find(|(sent, _)| **sent == *raw) {
+            out.extend_from_slice(decoded);
+            return Ok(());
+        }
+        huffman_decode(raw, out)?;
+        if raw.len() <= MEMO_MAX {
+            let entry = (raw.into(), out.as_slice().into());
+            match self.entries.get_mut(self.next) {
+                Some(oldest) => *oldest = entry,
+                None => self.entries.push(entry),
+            }
+            self.next = (self.next + 1) % MEMO_ENTRIES;
+        }
         Ok(())
     }
 }
@@ -492,6 +535,42 @@ mod tests {
             out.push((acc << (8 - bits)) as u8 | (0xff >> bits));
         }
         out
+    }
+
+    /// Literal fields (without indexing, new names), Huffman-coded.
+    fn literals(fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut block = vec![];
+        for (n, v) in fields {
+            block.push(0x00);
+            for s in [n, v] {
+                let coded = huffman_encode(s.as_bytes());
+                assert!(coded.len() < 127);
+                block.push(0x80 | coded.len() as u8);
+                block.extend_from_slice(&coded);
+            }
+        }
+        block
+    }
+
+    #[test]
+    fn repeated_huffman_strings_decode_alike_from_memory() {
+        let paths = ["/a.B/C", "/a.B/D", "/a.B/E", "/a.B/F", "/a.B/G", "/a.B/H"];
+        let mut d = Decoder::new(4096);
+        // More distinct strings than remembered, in turns and repeated, so
+        // entries are both found and replaced.
+        for round in 0..3 {
+            for (i, path) in paths.iter().enumerate() {
+                let value = paths[(i + round) % paths.len()];
+                let fields = [(":path", *path), ("x-v", value), (":path", *path)];
+                let want = fields.map(|(n, v)| (n.to_owned(), v.to_owned()));
+                assert_eq!(decode_all(&mut d, &literals(&fields)).unwrap(), want);
+            }
+        }
+        assert_eq!(d.memo.entries.len(), MEMO_ENTRIES);
+        // A malformed string is refused even where a good one was remembered.
+        let mut bad = literals(&[(":path", "/a.B/H")]);
+        *bad.last_mut().unwrap() &= 0xfe;
+        assert_eq!(decode_all(&mut d, &bad), Err(HpackError::Huffman));
     }
 
     proptest! {

@@ -4,11 +4,13 @@
 //! Its parts: `socket` (binding and accepting), `authority` (accepting any
 //! `:authority` a stock client sends), `convert` (every
 //! domain↔proto conversion and the one error mapping), `token_broker` and
-//! `admin` (the services), `metrics_layer`.
+//! `admin` (the services), `metrics_layer`, `dispatch` (the broker's calls
+//! past tonic's router).
 
 mod admin;
 pub mod authority;
 mod convert;
+mod dispatch;
 mod hpack;
 mod metrics_layer;
 mod socket;
@@ -35,6 +37,7 @@ pub use socket::{BoundSocket, MAX_CONNECTIONS_PER_UID, activated, bind, bind_at}
 
 use crate::quota::Quota;
 use admin::AdminService;
+use dispatch::BrokerFirst;
 use metrics_layer::GrpcMetrics;
 use token_broker::{BrokerService, DeniedAudit};
 
@@ -121,28 +124,29 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let broker = TokenBrokerServer::new(BrokerService {
+        broker: Arc::clone(&api.broker),
+        alerts: api.alerts.clone(),
+        clock: api.clock,
+        shutdown: shutdown.clone(),
+        streams: Quota::new("WatchHeaders streams", MAX_STREAMS_PER_UID),
+        denied: DeniedAudit::default(),
+        proxies: api.proxies,
+    })
+    .max_decoding_message_size(MAX_REQUEST);
+    // The broker's calls skip the router (see `dispatch`); the metrics
+    // layer, outermost, still counts every call.
     let router = tonic::transport::Server::builder()
         .layer(GrpcMetrics::layer(api.metrics))
+        .layer(BrokerFirst::layer(broker))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
             AdminServer::new(AdminService {
-                broker: Arc::clone(&api.broker),
-                alerts: api.alerts.clone(),
-                reload: api.reload,
-            })
-            .max_decoding_message_size(MAX_REQUEST),
-        )
-        .add_service(
-            TokenBrokerServer::new(BrokerService {
                 broker: api.broker,
                 alerts: api.alerts,
-                clock: api.clock,
-                shutdown: shutdown.clone(),
-                streams: Quota::new("WatchHeaders streams", MAX_STREAMS_PER_UID),
-                denied: DeniedAudit::default(),
-                proxies: api.proxies,
+                reload: api.reload,
             })
             .max_decoding_message_size(MAX_REQUEST),
         );
