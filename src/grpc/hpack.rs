@@ -207,11 +207,12 @@ const MEMO_MAX: usize = 128;
 /// A Huffman-coded string as sent, and decoded.
 type Remembered = (Box<[u8]>, Box<[u8]>);
 
-/// The last few Huffman strings a client sent, decoded. Clients repeat some
-/// literals verbatim on every request: h2 (tonic) and grpc-go never index
-/// `:path`, so each call's path arrives as the same Huffman-coded bytes,
-/// and decoding it bit by bit was over half of this layer's cost per call.
-/// A repeat is now a comparison and a copy.
+/// The last few Huffman strings a client sent, decoded, per connection (at
+/// most [`MEMO_ENTRIES`] of [`MEMO_MAX`] bytes). Clients repeat some
+/// literals verbatim on every request: h2, under tonic's client, never
+/// indexes `:path`, so each call's path arrives as the same Huffman-coded
+/// bytes, and decoding it bit by bit was over half of this layer's cost per
+/// call (about 5 000 instructions). A repeat is a comparison and a copy.
 #[derive(Debug, Default)]
 struct Memo {
     /// At most [`MEMO_ENTRIES`].
