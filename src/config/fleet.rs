@@ -141,20 +141,34 @@ impl Context<'_> {
                 None
             }
         };
-        let tls = Tls {
-            ca_file: raw.tls_ca_file,
-            cert_file: raw.tls_cert_file,
-            key_file: raw.tls_key_file,
+        let ca = raw
+            .tls_ca_file
+            .as_deref()
+            .and_then(|p| self.pem(p, at.clone(), "fleet.tls_ca_file"));
+        let identity = match (&raw.tls_cert_file, &raw.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let cert = self.pem(cert, at.clone(), "fleet.tls_cert_file");
+                let key = self.pem(key, at.clone(), "fleet.tls_key_file");
+                cert.zip(key.map(zeroize::Zeroizing::new))
+            }
+            (None, None) => None,
+            _ => {
+                self.problem(
+                    at.clone(),
+                    "fleet.tls_cert_file",
+                    "a client certificate needs both tls_cert_file and tls_key_file".into(),
+                );
+                None
+            }
         };
-        if tls.cert_file.is_some() != tls.key_file.is_some() {
-            self.problem(
-                at.clone(),
-                "fleet.tls_cert_file",
-                "a client certificate needs both tls_cert_file and tls_key_file".into(),
-            );
-        }
-        let any_tls = tls != Tls::default();
-        if any_tls && endpoints.iter().any(|e| e.starts_with("http://")) {
+        let tls = Tls {
+            configured: raw.tls_ca_file.is_some()
+                || raw.tls_cert_file.is_some()
+                || raw.tls_key_file.is_some(),
+            ca,
+            identity,
+        };
+        if tls.configured && endpoints.iter().any(|e| e.starts_with("http://")) {
             self.problem(
                 at,
                 "fleet.endpoints",
@@ -172,5 +186,27 @@ impl Context<'_> {
             auth,
             tls,
         })
+    }
+
+    /// The PEM file at `path`, or a problem naming it and why it cannot be
+    /// read (never its content).
+    fn pem(
+        &mut self,
+        path: &std::path::Path,
+        at: std::ops::Range<usize>,
+        field: &str,
+    ) -> Option<Vec<u8>> {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() <= 1024 * 1024 => Some(bytes),
+            Ok(_) => {
+                let message = format!("{} is larger than 1 MiB; name a PEM file", path.display());
+                self.problem(at, field, message);
+                None
+            }
+            Err(e) => {
+                self.problem(at, field, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
     }
 }

@@ -887,7 +887,7 @@ fn a_fleet_table_is_understood_with_its_defaults() {
 #[test]
 fn fleet_mistakes_are_named_and_explained() {
     let path = Path::new("/etc/tokend/tokend.toml");
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 9] = [
         ("", "credential.sso.shared", "needs a [fleet] table"),
         ("[fleet]\n", "fleet.endpoints", "missing"),
         (
@@ -919,6 +919,11 @@ fn fleet_mistakes_are_named_and_explained() {
             "[fleet]\nendpoints = [\"https://e:2379\"]\ntls_cert_file = \"/c.pem\"\n",
             "fleet.tls_cert_file",
             "both tls_cert_file and tls_key_file",
+        ),
+        (
+            "[fleet]\nendpoints = [\"https://e:2379\"]\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+            "fleet.tls_ca_file",
+            "cannot read /nonexistent/ca.pem",
         ),
     ];
     for (fleet, field, says) in cases {
@@ -958,4 +963,30 @@ fn issuer_concurrency_is_bounded() {
             "{found:?}"
         );
     }
+}
+
+#[test]
+fn fleet_tls_files_are_read_at_load_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, vec![b'A'; 1024 * 1024 + 1]).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let path = dir.path().join("tokend.toml");
+    let fleet = |file: &Path| {
+        format!(
+            "[fleet]\nendpoints = [\"https://e:2379\"]\ntls_ca_file = \"{}\"\n{SHARED}",
+            file.display()
+        )
+    };
+    let found = problems(&path, &fleet(&big));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.field == "fleet.tls_ca_file" && p.message.contains("larger than 1 MiB")),
+        "{found:?}"
+    );
+    let config = parse(&path, &fleet(&ca)).unwrap();
+    let tls = config.fleet.unwrap().tls;
+    assert!(tls.configured && tls.ca.is_some() && tls.identity.is_none());
 }

@@ -51,6 +51,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use zeroize::Zeroizing;
 
 use crate::clock::SharedClock;
 use crate::store::{Sealer, StoreKey};
@@ -87,16 +88,28 @@ pub struct Settings {
     pub tls: Tls,
 }
 
-/// Files for TLS to etcd; all optional (the system roots are not used:
-/// etcd clusters run their own CA).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// TLS to etcd, read from the configured files when the config is loaded
+/// (so a missing file is a config error naming it, not a connection that
+/// keeps failing). The system roots are not used: etcd clusters run their
+/// own CA.
+#[derive(Clone, Default)]
 pub struct Tls {
+    /// Whether any TLS file was configured.
+    pub configured: bool,
     /// The CA that signed etcd's server certificates (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate, for etcd's `--client-cert-auth` (PEM).
-    pub cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub key_file: Option<PathBuf>,
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate and its private key (PEM), for etcd's
+    /// `--client-cert-auth`. The key is wiped from memory when dropped.
+    pub identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca", &self.ca.is_some())
+            .field("identity", &self.identity.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// Why a fleet operation did not happen.
@@ -264,11 +277,11 @@ impl Fleet {
         }
         if s.endpoints.iter().any(|e| e.starts_with("https://")) {
             let mut tls = TlsOptions::new();
-            if let Some(ca) = &s.tls.ca_file {
-                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            if let Some(ca) = &s.tls.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
             }
-            if let (Some(cert), Some(key)) = (&s.tls.cert_file, &s.tls.key_file) {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            if let Some((cert, key)) = &s.tls.identity {
+                tls = tls.identity(Identity::from_pem(cert, key.as_slice()));
             }
             options = options.with_tls(tls);
         }
@@ -351,9 +364,4 @@ async fn call<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Resu
 /// none: requests hold sealed values only).
 fn unreachable(e: &etcd_client::Error) -> FleetError {
     FleetError::Unreachable(e.to_string())
-}
-
-fn read(path: &std::path::Path) -> Result<Vec<u8>, FleetError> {
-    std::fs::read(path)
-        .map_err(|e| FleetError::Unreachable(format!("cannot read {}: {e}", path.display())))
 }

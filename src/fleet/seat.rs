@@ -102,7 +102,6 @@ pub struct Fence {
 /// protocol's transactions. Dropping it resigns (the task stops).
 #[derive(Debug)]
 pub struct Seat {
-    name: String,
     keys: Keys,
     fleet: Arc<super::Fleet>,
     view: watch::Receiver<Arc<View>>,
@@ -155,7 +154,6 @@ impl super::Fleet {
         };
         self.tasks.spawn(task.run());
         Seat {
-            name: name.to_owned(),
             keys,
             fleet: Arc::clone(self),
             view: rx,
@@ -300,11 +298,6 @@ impl Seat {
     fn seal(&self, record: &Record) -> Vec<u8> {
         let plain = Zeroizing::new(serde_json::to_vec(record).unwrap_or_default());
         self.fleet.sealer.seal(&self.keys.record, &plain)
-    }
-
-    /// The credential's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 

@@ -49,12 +49,7 @@ impl Driver {
         if let Some(e) = &view.record_error {
             return self.stop(State::Misconfigured, e.to_string());
         }
-        if let Some(shared) = &view.record
-            && shared.revision > self.applied
-        {
-            self.applied = shared.revision;
-            self.adopt(shared.value.clone()).await;
-        }
+        self.adopt_newer(&view).await;
         // A follower's caller reported the token this leader published
         // rejected: replace it now, as for a local `Invalidate`.
         if matches!(view.role, Role::Leader(_))
@@ -79,6 +74,17 @@ impl Driver {
         if let Err(e) = Box::pin(seat.want_refresh(self.applied)).await {
             tracing::warn!(error = %e, "cannot ask the leader for a new token");
         }
+        true
+    }
+
+    /// Adopts `view`'s record if it is newer than the one held; answers
+    /// whether it did.
+    async fn adopt_newer(&mut self, view: &View) -> bool {
+        let Some(shared) = view.record.as_ref().filter(|r| r.revision > self.applied) else {
+            return false;
+        };
+        self.applied = shared.revision;
+        self.adopt(shared.value.clone()).await;
         true
     }
 
@@ -147,14 +153,8 @@ impl Driver {
         }
         // The record this node presents is the fleet's latest, never an
         // older local copy (the view may be ahead of the driver).
-        if let Some(shared) = &view.record
-            && shared.revision > self.applied
-        {
-            self.applied = shared.revision;
-            self.adopt(shared.value.clone()).await;
-            if self.record.needs_login.is_some() {
-                return Ok(false);
-            }
+        if self.adopt_newer(&view).await && self.record.needs_login.is_some() {
+            return Ok(false);
         }
         if let Some((fence, record)) = self.pending.take() {
             // An answer not yet committed: commit it rather than refresh.
