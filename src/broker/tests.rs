@@ -198,6 +198,14 @@ fn scopes_and_expiry() {
         (list[0].state, list[1].state),
         (State::Fresh, State::Expired)
     );
+    // The status line's counts agree with the listing, at either instant.
+    let counts = b.count_states(at("2031-01-01T00:00:00Z"));
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [("expired", 1), ("fresh", 1)]
+    );
+    let counts = b.count_states(now);
+    assert_eq!(counts.into_iter().collect::<Vec<_>>(), [("fresh", 2)]);
 }
 
 /// A refused reload used to be partly applied: a changed credential's

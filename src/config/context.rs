@@ -56,6 +56,9 @@ pub(super) struct Context<'a> {
     /// next one on the same line counts characters from there, so even a
     /// config written on one line costs linear time.
     pub(super) last_position: Cell<(usize, usize, usize)>,
+    /// Where the piece being validated starts in the file: the spans of a
+    /// credential read on its own (see `pieces`) count from there.
+    pub(super) base: usize,
 }
 
 impl<'a> Context<'a> {
@@ -67,6 +70,7 @@ impl<'a> Context<'a> {
             secret_files: Vec::new(),
             line_starts: OnceCell::new(),
             last_position: Cell::new((0, 0, 1)),
+            base: 0,
         }
     }
 }
@@ -100,7 +104,7 @@ impl Context<'_> {
     }
 
     pub(super) fn problem(&mut self, span: Range<usize>, field: &str, message: String) {
-        let (line, column) = self.position(span.start);
+        let (line, column) = self.position(self.base + span.start);
         self.problems.push(Problem {
             file: self.file.to_owned(),
             line,

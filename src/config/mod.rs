@@ -11,6 +11,7 @@ mod context;
 mod credential;
 mod error;
 mod fleet;
+mod pieces;
 mod proxy;
 mod raw;
 
@@ -25,7 +26,8 @@ pub use error::{ConfigError, Problem};
 pub use proxy::{ProxyListen, ProxySettings};
 
 use context::Context;
-use raw::RawConfig;
+use pieces::Pieces;
+use raw::{RawConfig, RawCredential};
 
 /// Where the daemon listens unless the config or command line says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/tokend/tokend.sock";
@@ -147,8 +149,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validates `text` as the content of the config file `path`; relative secret
 /// paths are resolved against `path`'s directory.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let pieces = Pieces::of(text);
+    if pieces.any()
+        && let Some(raw) = pieces.rest()
+        && let Ok(config) = validate(Context::new(path, text), raw, pieces.credentials(text))
+    {
+        return config;
+    }
+    drop(pieces);
+    read_whole(path, text)
+}
+
+/// Reads `text` as one document: for small files, and for any file a piece
+/// of which does not parse on its own.
+fn read_whole(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut cx = Context::new(path, text);
-    let raw: RawConfig = match toml::from_str(text) {
+    let mut raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
@@ -156,6 +172,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             return Err(cx.into_error());
         }
     };
+    let credentials = std::mem::take(&mut raw.credential);
+    validate(cx, raw, credentials.into_iter().map(|c| Ok((0, c))))
+        .unwrap_or_else(|never: std::convert::Infallible| match never {})
+}
+
+/// Validates `raw` and the `credentials` (each with the offset its spans
+/// count from), in that order; stops at the first credential that cannot be
+/// read.
+fn validate<E>(
+    mut cx: Context<'_>,
+    raw: RawConfig,
+    raw_credentials: impl Iterator<Item = Result<(usize, RawCredential), E>>,
+) -> Result<Result<Config, ConfigError>, E> {
     let daemon = cx.daemon(raw.daemon);
     let store = StoreSettings {
         path: raw.store.path.unwrap_or_else(|| DEFAULT_STORE.into()),
@@ -173,8 +202,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let fleet = raw.fleet.and_then(|f| cx.fleet(f));
     // Byte offsets, turned into line numbers only for an error.
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut credentials = Vec::with_capacity(raw.credential.len());
-    for c in raw.credential {
+    let mut credentials = Vec::with_capacity(raw_credentials.size_hint().0);
+    for c in raw_credentials {
+        let (base, c) = c?;
+        cx.base = base;
         let name = c.name.get_ref().clone();
         if let Some(&offset) = seen.get(&name) {
             let line = cx.position(offset).0;
@@ -185,7 +216,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             );
             continue;
         }
-        seen.insert(name.clone(), c.name.span().start);
+        seen.insert(name.clone(), base + c.name.span().start);
         if let Some(shared) = c.shared.as_ref().filter(|s| *s.get_ref() && !has_fleet) {
             cx.problem(
                 shared.span(),
@@ -197,6 +228,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             credentials.push(c);
         }
     }
+    cx.base = 0;
     let mut proxies: Vec<ProxySettings> = Vec::with_capacity(raw.proxy.len());
     for p in raw.proxy {
         let span = p.name.span();
@@ -216,9 +248,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
         proxies.push(proxy);
     }
-    if cx.problems.is_empty() {
+    Ok(if cx.problems.is_empty() {
         Ok(Config {
-            path: path.to_owned(),
+            path: cx.file.to_owned(),
             daemon,
             store,
             alerts,
@@ -230,7 +262,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         })
     } else {
         Err(cx.into_error())
-    }
+    })
 }
 
 /// serde's message without the values it quotes: `invalid type: string

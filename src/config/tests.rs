@@ -990,3 +990,67 @@ fn fleet_tls_files_are_read_at_load_and_bounded() {
     let tls = config.fleet.unwrap().tls;
     assert!(tls.configured && tls.ca.is_some() && tls.identity.is_none());
 }
+
+/// A Glean credential's table, for the piece-by-piece reading tests.
+fn glean(name: &str) -> String {
+    format!(
+        "[[credential]]\nname = \"{name}\"\nkind = \"glean_token\"\npermission = \"user\"\n\
+         scopes = [\"SEARCH\"]\nsecret = {{ file = \"token\" }}\nallow = {{ uids = [0] }}\n"
+    )
+}
+
+#[test]
+fn reading_in_pieces_means_what_reading_whole_does() {
+    let (_dir, path) = with_secret(0o600);
+    let (a, b, c) = (glean("a"), glean("b"), glean("c"));
+    let clean = [
+        // Subtables of a credential, and tables between and after them.
+        format!(
+            "[daemon]\nsocket = \"/s\"\n{a}[credential.extra_headers]\nX-A = \"1\"\n\
+             [[proxy]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\ncredential = \"a\"\n\
+             {b}[metrics]\n{c}"
+        ),
+        format!("{a}\n# [[credential]]\n{b}[ credential . extra_headers ]\nX-B = \"2\"\n"),
+        include_str!("../../config/tokend.example.toml").to_owned(),
+        include_str!("../../config/tokend.toml").to_owned(),
+    ];
+    let tricky = [
+        // A header-like line inside a multi-line string and a multi-line array.
+        format!("{a}extra = \"\"\"\n[[credential]]\nname = \"x\"\n\"\"\"\n{b}"),
+        format!("{a}scopes = [\n[\"SEARCH\"]\n]\n{b}"),
+        // Problems in later pieces, and a name used twice.
+        format!("{a}{b}\n{}", glean("a")),
+        format!("{a}{b}{c}kind_of = 1\n"),
+        format!("{a}{b}name = \n"),
+        // Credentials written other ways, alone and mixed with tables.
+        format!("credential = [{{ name = \"i\" }}]\n{a}"),
+        format!("[credential]\nname = \"s\"\n{a}"),
+        format!("[credential.allow]\nuids = [0]\n{a}"),
+        format!("[[\"credential\"]]\nname = \"q\"\n{a}"),
+        // A table defined twice on either side of a credential.
+        format!("[daemon]\n{a}[daemon]\n{b}"),
+    ];
+    for text in clean.iter().chain(&tricky) {
+        assert_eq!(
+            format!("{:?}", parse(&path, text)),
+            format!("{:?}", read_whole(&path, text)),
+            "{text}"
+        );
+    }
+    // The ordinary configs are read in pieces, not through the fallback.
+    for text in &clean {
+        let pieces = Pieces::of(text);
+        assert!(pieces.any(), "{text}");
+        assert!(pieces.rest().is_some(), "{text}");
+        assert!(pieces.credentials(text).all(|c| c.is_ok()), "{text}");
+    }
+    // And problems in a piece point into the file, not into the piece.
+    let text = format!("{a}{b}\n{}", glean("a"));
+    let found = problems(&path, &text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].line, 17, "{found:?}");
+    assert!(
+        found[0].message.contains("first defined on line 2"),
+        "{found:?}"
+    );
+}

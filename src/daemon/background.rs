@@ -58,16 +58,13 @@ pub(super) async fn report_status(
 ) {
     let mut last = String::new();
     loop {
-        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-        let list = broker.list_all(clock.now());
-        for s in &list {
-            *counts.entry(s.state.as_str()).or_default() += 1;
-        }
+        let counts = broker.count_states(clock.now());
+        let total: usize = counts.values().sum();
         let parts: Vec<String> = counts
             .iter()
             .map(|(state, n)| format!("{n} {}", state.replace('_', " ")))
             .collect();
-        let status = format!("{} credentials: {}", list.len(), parts.join(", "));
+        let status = format!("{total} credentials: {}", parts.join(", "));
         if status != last {
             notifier.status(&status);
             last = status;
