@@ -86,8 +86,7 @@ fn the_install_ready_config_passes_check_after_the_readme_steps() {
     std::fs::write(&config, moved(&shipped)).unwrap();
     let bin = root.join("bin");
     std::fs::create_dir(&bin).unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_tokend"), bin.join("tokend")).unwrap();
-    common::set_mode(&bin.join("tokend"), 0o755);
+    common::copy_binary(Path::new(env!("CARGO_BIN_EXE_tokend")), &bin.join("tokend"));
 
     let script = moved(secrets).replace("config/tokend.toml", &config.display().to_string());
     let mut shell = Command::new("bash")

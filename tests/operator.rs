@@ -177,8 +177,7 @@ fn a_daemon_run_by_an_ordinary_user_is_administered_by_that_user() {
     const OWNER: u32 = 4620;
     let work = Workdir::new();
     let tokend = work.path().join("tokend");
-    std::fs::copy(env!("CARGO_BIN_EXE_tokend"), &tokend).unwrap();
-    set_mode(&tokend, 0o755);
+    common::copy_binary(std::path::Path::new(env!("CARGO_BIN_EXE_tokend")), &tokend);
     let home = work.path().join("home");
     std::fs::create_dir(&home).unwrap();
     let config = format!(
@@ -243,8 +242,7 @@ fn startup_errors_say_their_cause_once() {
     const USER: u32 = 4630;
     let work = Workdir::new();
     let tokend = work.path().join("tokend");
-    std::fs::copy(env!("CARGO_BIN_EXE_tokend"), &tokend).unwrap();
-    set_mode(&tokend, 0o755);
+    common::copy_binary(std::path::Path::new(env!("CARGO_BIN_EXE_tokend")), &tokend);
     let private = work.path().join("private");
     std::fs::create_dir(&private).unwrap();
     set_mode(&private, 0o700);

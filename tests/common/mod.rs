@@ -53,9 +53,10 @@ impl Workdir {
         let dir = tempfile::tempdir().expect("temp dir");
         set_mode(dir.path(), 0o755);
         write_secret(&dir.path().join("secret"), CANARY);
-        let ctl = dir.path().join("tokenctl");
-        std::fs::copy(env!("CARGO_BIN_EXE_tokenctl"), &ctl).expect("copy tokenctl");
-        set_mode(&ctl, 0o755);
+        copy_binary(
+            Path::new(env!("CARGO_BIN_EXE_tokenctl")),
+            &dir.path().join("tokenctl"),
+        );
         Self { dir }
     }
 
@@ -113,6 +114,29 @@ impl Workdir {
         cmd.arg("--socket").arg(self.socket()).args(args);
         cmd.env_remove("TOKEND_SOCKET");
         cmd
+    }
+}
+
+/// Copies an executable (`tokend`, `tokenctl`) where any uid can run it,
+/// and waits out "Text file busy": a child another test thread forked
+/// while the copy was open holds a writable descriptor to it until that
+/// child execs, and exec refuses a file open for writing. Once one exec
+/// succeeds no such descriptor is left.
+pub fn copy_binary(from: &Path, binary: &Path) {
+    std::fs::copy(from, binary).expect("copy a binary");
+    set_mode(binary, 0o755);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Command::new(binary).arg("--version").output() {
+            Ok(_) => return,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("cannot run {}: {e}", binary.display()),
+        }
     }
 }
 
