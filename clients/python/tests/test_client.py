@@ -14,6 +14,7 @@ from tokend_client import (
     CredentialState,
     CredentialStatus,
     FailedPrecondition,
+    FleetMembership,
     Headers,
     NeedsLogin,
 )
@@ -84,6 +85,10 @@ def test_credentials_are_dataclasses_with_every_field(broker: FakeBroker, client
     )
     sso.last_refresh.seconds = EXPIRES_AT - 60
     sso.next_refresh.seconds = EXPIRES_AT + 60
+    sso.fleet.node = "host-b"
+    sso.fleet.role = "unreachable"
+    sso.fleet.leader = "host-a"
+    sso.fleet.unreachable_since.seconds = EXPIRES_AT - 30
     odd = tokend_pb2.CredentialStatus(name="odd", state=99)  # a state from a newer tokend
     broker.statuses = [fresh, sso, odd]
 
@@ -104,6 +109,14 @@ def test_credentials_are_dataclasses_with_every_field(broker: FakeBroker, client
     assert login.last_refresh == datetime.fromtimestamp(EXPIRES_AT - 60, tz=timezone.utc)
     assert login.next_refresh == datetime.fromtimestamp(EXPIRES_AT + 60, tz=timezone.utc)
     assert newer.state is CredentialState.UNSPECIFIED
+    # A shared credential carries this host's place in the fleet; others none.
+    assert bot.fleet is None and newer.fleet is None
+    assert login.fleet == FleetMembership(
+        node="host-b",
+        role="unreachable",
+        leader="host-a",
+        unreachable_since=datetime.fromtimestamp(EXPIRES_AT - 30, tz=timezone.utc),
+    )
 
 
 def test_watch_yields_a_header_set_per_rotation_then_raises_the_end(

@@ -103,6 +103,20 @@ export interface CredentialStatus {
   nextRefresh?: Date;
   /** The Glean instance the credential is for, or empty. */
   instance: string;
+  /** For a shared credential (`shared = true`), this host's place in the fleet. */
+  fleet?: FleetMembership;
+}
+
+/** This host's place in the fleet for a shared credential: one node refreshes it, the others follow. */
+export interface FleetMembership {
+  /** This node's name. */
+  node: string;
+  /** `"leader"` (this node refreshes the credential), `"follower"` or `"unreachable"` (etcd is). */
+  role: string;
+  /** The node that refreshes the credential; empty when none is known. */
+  leader: string;
+  /** Since when etcd has been unreachable; absent while it answers. */
+  unreachableSince?: Date;
 }
 
 /** An async iterator of {@link Headers}; `return()` (or `break` in `for await`) cancels the stream. */
@@ -135,6 +149,7 @@ interface RawCredentialStatus {
   lastRefresh: RawTimestamp | null;
   nextRefresh: RawTimestamp | null;
   instance: string;
+  fleet: { node: string; role: string; leader: string; unreachableSince: RawTimestamp | null } | null;
 }
 interface RawGetHeadersRequest {
   credential: string;
@@ -226,6 +241,12 @@ function toStatus(raw: RawCredentialStatus): CredentialStatus {
   };
   for (const [k, v] of Object.entries(times)) {
     if (v) out[k as keyof typeof times] = v;
+  }
+  if (raw.fleet) {
+    const { node, role, leader } = raw.fleet;
+    out.fleet = { node, role, leader };
+    const since = toDate(raw.fleet.unreachableSince);
+    if (since) out.fleet.unreachableSince = since;
   }
   return out;
 }

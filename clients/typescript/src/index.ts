@@ -27,6 +27,7 @@ export type {
   ClientOptions,
   CredentialState,
   CredentialStatus,
+  FleetMembership,
   Headers,
   HeadersOptions,
   HeadersWatch,

@@ -86,6 +86,12 @@ describe("Client against a fake tokend", () => {
               kind: "oauth_refresh",
               state: "CREDENTIAL_STATE_NEEDS_LOGIN",
               lastError: "no refresh token yet; run `tokenctl login sso`",
+              fleet: {
+                node: "host-b",
+                role: "unreachable",
+                leader: "host-a",
+                unreachableSince: { seconds: "1899999970", nanos: 0 },
+              },
             },
           ],
         });
@@ -211,6 +217,12 @@ describe("Client against a fake tokend", () => {
           owner: "",
           lastError: "no refresh token yet; run `tokenctl login sso`",
           instance: "",
+          fleet: {
+            node: "host-b",
+            role: "unreachable",
+            leader: "host-a",
+            unreachableSince: new Date(1_899_999_970_000),
+          },
         },
       ]);
     } finally {

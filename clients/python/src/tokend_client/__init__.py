@@ -37,7 +37,7 @@ from ._errors import (
     TokendError,
     Unavailable,
 )
-from ._types import CredentialState, CredentialStatus, Headers
+from ._types import CredentialState, CredentialStatus, FleetMembership, Headers
 
 try:
     from importlib.metadata import PackageNotFoundError, version
@@ -57,6 +57,7 @@ __all__ = [
     "CredentialStatus",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "FleetMembership",
     "Headers",
     "Internal",
     "InvalidArgument",

@@ -75,6 +75,22 @@ _STATE_NUMBERS = frozenset(tokend_pb2.CredentialState.values())
 
 
 @dataclass(frozen=True)
+class FleetMembership:
+    """This host's place in the fleet for a shared credential (``shared =
+    true``): one node of the fleet refreshes it, the others follow."""
+
+    #: This node's name.
+    node: str
+    #: ``"leader"`` (this node refreshes the credential), ``"follower"`` or
+    #: ``"unreachable"`` (etcd is).
+    role: str
+    #: The node that refreshes the credential; ``""`` when none is known.
+    leader: str
+    #: Since when etcd has been unreachable; ``None`` while it answers.
+    unreachable_since: Optional[datetime]
+
+
+@dataclass(frozen=True)
 class CredentialStatus:
     """One credential the caller may use (every one, for an admin). Never
     carries a secret."""
@@ -96,6 +112,8 @@ class CredentialStatus:
     next_refresh: Optional[datetime]
     #: The Glean instance the credential is for; ``""`` if not configured.
     instance: str
+    #: For a shared credential, this host's place in the fleet; else ``None``.
+    fleet: Optional[FleetMembership] = None
 
 
 def timestamp(message: Any, field: str) -> Optional[datetime]:
@@ -132,4 +150,14 @@ def status_from_proto(status: tokend_pb2.CredentialStatus) -> CredentialStatus:
         last_refresh=timestamp(status, "last_refresh"),
         next_refresh=timestamp(status, "next_refresh"),
         instance=status.instance,
+        fleet=(
+            FleetMembership(
+                node=status.fleet.node,
+                role=status.fleet.role,
+                leader=status.fleet.leader,
+                unreachable_since=timestamp(status.fleet, "unreachable_since"),
+            )
+            if status.HasField("fleet")
+            else None
+        ),
     )
