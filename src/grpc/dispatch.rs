@@ -1,44 +1,78 @@
-//! `tokend.v1.TokenBroker` calls straight to their service, ahead of
-//! tonic's router.
+//! Every call on the socket: routed, given its deadline, and counted.
 //!
-//! tonic routes every call through an axum router: a path match against
-//! each service's route, and the request and response bodies boxed again
-//! on the way in and out. For the calls that make up nearly all of the
-//! socket's traffic (`GetHeaders`, `WatchHeaders`), that was more work per
-//! call than the broker's own decision. This layer sits just inside the
-//! metrics layer and hands any path under the service's prefix to the same
-//! `TokenBrokerServer` the router would have picked, which answers unknown
-//! methods there as it did behind the router (`UNIMPLEMENTED`); every
-//! other path goes on to the router.
+//! This is what tonic's `transport::Server` stacked around our services
+//! (the caller's [`Peer`] in the request extensions, `grpc-timeout`
+//! enforced, errors recovered into gRPC statuses), done once per call
+//! without its boxing. Calls go, by path:
+//! - any `tokend.v1.TokenBroker` path to the generated
+//!   `TokenBrokerServer`, which answers unknown methods there as it did
+//!   behind the router (`UNIMPLEMENTED`);
+//! - everything else (Admin, health, reflection, unknown services) to
+//!   tonic's router.
+//!
+//! Every call is counted in the metrics by method and code, including the
+//! ones whose deadline expired.
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use futures_util::future::Either;
+use hyper::body::Incoming;
+use tonic::Status;
 use tonic::body::Body;
-use tonic::codegen::http;
 use tonic::server::NamedService;
+use tonic::service::Routes;
+use tower::ServiceExt;
 
+use super::metrics_layer::{grpc_code, method_label};
 use super::token_broker::BrokerService;
+use crate::metrics::Metrics;
+use crate::peer::Peer;
 use crate::proto::token_broker_server::TokenBrokerServer;
 
 type Broker = TokenBrokerServer<BrokerService>;
 
-/// The service's calls to `broker`, the rest to `routes`.
-#[derive(Clone, Debug)]
-pub(super) struct BrokerFirst<S> {
-    routes: S,
-    broker: Broker,
+/// What a call answers with.
+pub(super) type ResponseBody = Body;
+
+/// The services of every connection.
+pub(super) struct Calls {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) broker: Broker,
+    pub(super) routes: Routes,
 }
 
-impl BrokerFirst<()> {
-    pub(super) fn layer<S>(
-        broker: Broker,
-    ) -> impl tower::Layer<S, Service = BrokerFirst<S>> + Clone {
-        tower::layer::layer_fn(move |routes| BrokerFirst {
-            routes,
-            broker: broker.clone(),
-        })
+impl Calls {
+    /// Answers one call from `peer`.
+    pub(super) async fn call(
+        &self,
+        peer: &Arc<Peer>,
+        mut req: http::Request<Incoming>,
+    ) -> http::Response<ResponseBody> {
+        let started = Instant::now();
+        let method = method_label(req.uri().path());
+        let deadline = grpc_timeout(req.headers());
+        let answer = async {
+            req.extensions_mut().insert(Arc::clone(peer));
+            let answer = if is_broker(req.uri().path()) {
+                self.broker.clone().oneshot(req).await
+            } else {
+                self.routes.clone().oneshot(req).await
+            };
+            match answer {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        };
+        let response = match deadline {
+            None => answer.await,
+            // tonic's deadline: the call is dropped and answered CANCELLED.
+            Some(d) => tokio::time::timeout(d, answer)
+                .await
+                .unwrap_or_else(|_| Status::cancelled("Timeout expired").into_http::<Body>()),
+        };
+        self.metrics
+            .grpc(method, grpc_code(response.headers()), started);
+        response
     }
 }
 
@@ -49,26 +83,24 @@ fn is_broker(path: &str) -> bool {
         .is_some_and(|method| method.starts_with('/'))
 }
 
-impl<S> tower::Service<http::Request<Body>> for BrokerFirst<S>
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Either<<Broker as tower::Service<http::Request<Body>>>::Future, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The generated service is always ready.
-        self.routes.poll_ready(cx)
+/// The caller's deadline from `grpc-timeout`, read as tonic's server reads
+/// it: at most 8 digits and a unit; anything else is no deadline.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.len() > 8 {
+        return None;
     }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if is_broker(req.uri().path()) {
-            Either::Left(tower::Service::call(&mut self.broker, req))
-        } else {
-            Either::Right(self.routes.call(req))
-        }
-    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -95,5 +127,22 @@ mod tests {
         ] {
             assert!(!is_broker(path), "{path}");
         }
+    }
+
+    #[test]
+    fn deadlines_are_read_as_tonic_reads_them() {
+        let t = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", http::HeaderValue::from_static(v));
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(t("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("100000000S"), None, "more than 8 digits");
+        assert_eq!(t("18446744073709551615S"), None);
+        assert_eq!(t("5x"), None);
+        assert_eq!(t(""), None);
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
     }
 }
