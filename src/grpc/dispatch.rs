@@ -4,7 +4,8 @@
 //! (the caller's [`Peer`] in the request extensions, `grpc-timeout`
 //! enforced, errors recovered into gRPC statuses), done once per call
 //! without its boxing. Calls go, by path:
-//! - any `tokend.v1.TokenBroker` path to the generated
+//! - `GetHeaders`, nearly all of the traffic, to `unary` (no tonic codec);
+//! - any other `tokend.v1.TokenBroker` path to the generated
 //!   `TokenBrokerServer`, which answers unknown methods there as it did
 //!   behind the router (`UNIMPLEMENTED`);
 //! - everything else (Admin, health, reflection, unknown services) to
@@ -16,6 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tonic::Status;
 use tonic::body::Body;
@@ -25,18 +27,21 @@ use tower::ServiceExt;
 
 use super::metrics_layer::{grpc_code, method_label};
 use super::token_broker::BrokerService;
+use super::unary::{self, UnaryBody};
 use crate::metrics::Metrics;
 use crate::peer::Peer;
 use crate::proto::token_broker_server::TokenBrokerServer;
 
 type Broker = TokenBrokerServer<BrokerService>;
 
-/// What a call answers with.
-pub(super) type ResponseBody = Body;
+/// What a call answers with: the direct path's body or tonic's.
+pub(super) type ResponseBody = Either<UnaryBody, Body>;
 
 /// The services of every connection.
 pub(super) struct Calls {
     pub(super) metrics: Arc<Metrics>,
+    /// The service behind the direct path and `broker`.
+    pub(super) service: Arc<BrokerService>,
     pub(super) broker: Broker,
     pub(super) routes: Routes,
 }
@@ -52,6 +57,11 @@ impl Calls {
         let method = method_label(req.uri().path());
         let deadline = grpc_timeout(req.headers());
         let answer = async {
+            if req.uri().path() == unary::GET_HEADERS {
+                return unary::get_headers(&self.service, peer, req)
+                    .await
+                    .map(Either::Left);
+            }
             req.extensions_mut().insert(Arc::clone(peer));
             let answer = if is_broker(req.uri().path()) {
                 self.broker.clone().oneshot(req).await
@@ -59,16 +69,18 @@ impl Calls {
                 self.routes.clone().oneshot(req).await
             };
             match answer {
-                Ok(response) => response,
+                Ok(response) => response.map(Either::Right),
                 Err(never) => match never {},
             }
         };
         let response = match deadline {
             None => answer.await,
             // tonic's deadline: the call is dropped and answered CANCELLED.
-            Some(d) => tokio::time::timeout(d, answer)
-                .await
-                .unwrap_or_else(|_| Status::cancelled("Timeout expired").into_http::<Body>()),
+            Some(d) => tokio::time::timeout(d, answer).await.unwrap_or_else(|_| {
+                Status::cancelled("Timeout expired")
+                    .into_http::<()>()
+                    .map(|()| Either::Right(Body::empty()))
+            }),
         };
         self.metrics
             .grpc(method, grpc_code(response.headers()), started);

@@ -5,15 +5,15 @@
 //! `:authority` a stock client sends), `convert` (every
 //! domain↔proto conversion and the one error mapping), `token_broker` and
 //! `admin` (the services), `metrics_layer`, `dispatch` (every call's
-//! route, deadline and count) and `conn` (a connection and its calls in
-//! one task).
+//! route, deadline and count), `unary` (`GetHeaders` without tonic's
+//! codec) and `conn` (a connection and its calls in one task).
 //!
 //! The server is hyper's HTTP/2 server on each accepted connection, not
 //! tonic's `transport::Server`: tonic's spawned a task per call and stacked
 //! boxed layers around every call, which cost more than tokend's own work
 //! on the calls that make up the socket's traffic (see
 //! docs/benchmarks.md). tonic still provides the generated services, the
-//! router for all but the broker, and the codec.
+//! router for all but the broker, and the codec for all but `GetHeaders`.
 
 mod admin;
 pub mod authority;
@@ -24,6 +24,7 @@ mod hpack;
 mod metrics_layer;
 mod socket;
 mod token_broker;
+mod unary;
 
 use std::io;
 use std::path::PathBuf;
@@ -152,7 +153,9 @@ pub async fn serve(
         .prepare();
     let calls = Arc::new(Calls {
         metrics: api.metrics,
-        broker: TokenBrokerServer::from_arc(service).max_decoding_message_size(MAX_REQUEST),
+        broker: TokenBrokerServer::from_arc(Arc::clone(&service))
+            .max_decoding_message_size(MAX_REQUEST),
+        service,
         routes,
     });
 

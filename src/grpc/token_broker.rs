@@ -69,7 +69,9 @@ fn check_fields(r: &proto::GetHeadersRequest) -> Result<(), Status> {
 }
 
 impl BrokerService {
-    /// `GetHeaders` for `peer`, waiting up to `wait` for a refresh.
+    /// `GetHeaders` for `peer`, waiting up to `wait` for a refresh: what
+    /// both the direct unary path (`unary`) and the generated service's
+    /// method answer.
     pub(super) async fn get_headers_for(
         &self,
         peer: &Peer,
