@@ -14,7 +14,9 @@
 //! Every call is counted in the metrics by method and code, including the
 //! ones whose deadline expired.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::Either;
@@ -47,44 +49,104 @@ pub(super) struct Calls {
 }
 
 impl Calls {
-    /// Answers one call from `peer`.
-    pub(super) async fn call(
-        &self,
-        peer: &Arc<Peer>,
-        mut req: http::Request<Incoming>,
-    ) -> http::Response<ResponseBody> {
+    /// Answers one call from `peer`: counted, within its deadline.
+    ///
+    /// The futures here are plain structs around the call's own, not
+    /// `async` blocks holding them: each stream's future is moved into its
+    /// allocation whole, so its size is paid in copying on every call.
+    pub(super) fn call<'a>(
+        &'a self,
+        peer: &'a Arc<Peer>,
+        req: http::Request<Incoming>,
+    ) -> impl Future<Output = http::Response<ResponseBody>> + Send + 'a {
         let started = Instant::now();
         let method = method_label(req.uri().path());
         let deadline = grpc_timeout(req.headers());
-        let answer = async {
-            if req.uri().path() == unary::GET_HEADERS {
-                return unary::get_headers(&self.service, peer, req)
-                    .await
-                    .map(Either::Left);
-            }
-            req.extensions_mut().insert(Arc::clone(peer));
-            let answer = if is_broker(req.uri().path()) {
-                self.broker.clone().oneshot(req).await
-            } else {
-                self.routes.clone().oneshot(req).await
-            };
-            match answer {
-                Ok(response) => response.map(Either::Right),
-                Err(never) => match never {},
-            }
+        Counted {
+            inner: Deadline {
+                sleep: deadline.map(tokio::time::sleep),
+                inner: self.route(peer, req),
+            },
+            method,
+            started,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// The call's answer, by path.
+    fn route<'a>(
+        &'a self,
+        peer: &'a Arc<Peer>,
+        mut req: http::Request<Incoming>,
+    ) -> impl Future<Output = http::Response<ResponseBody>> + Send + 'a {
+        use futures_util::future::{Either as Which, FutureExt};
+        if req.uri().path() == unary::GET_HEADERS {
+            return Which::Left(
+                unary::get_headers(&self.service, peer, req).map(|r| r.map(Either::Left)),
+            );
+        }
+        req.extensions_mut().insert(Arc::clone(peer));
+        let answer = if is_broker(req.uri().path()) {
+            Which::Left(self.broker.clone().oneshot(req))
+        } else {
+            Which::Right(self.routes.clone().oneshot(req))
         };
-        let response = match deadline {
-            None => answer.await,
-            // tonic's deadline: the call is dropped and answered CANCELLED.
-            Some(d) => tokio::time::timeout(d, answer).await.unwrap_or_else(|_| {
+        Which::Right(answer.map(|answer| match answer {
+            Ok(response) => response.map(Either::Right),
+            Err(never) => match never {},
+        }))
+    }
+}
+
+/// A call within the caller's `grpc-timeout`, as tonic's server bounded
+/// it: past the deadline the call is dropped and answered CANCELLED
+/// "Timeout expired".
+#[pin_project::pin_project]
+struct Deadline<F> {
+    #[pin]
+    inner: F,
+    #[pin]
+    sleep: Option<tokio::time::Sleep>,
+}
+
+impl<F: Future<Output = http::Response<ResponseBody>>> Future for Deadline<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if let Poll::Ready(response) = this.inner.poll(cx) {
+            return Poll::Ready(response);
+        }
+        match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(
                 Status::cancelled("Timeout expired")
                     .into_http::<()>()
-                    .map(|()| Either::Right(Body::empty()))
-            }),
-        };
-        self.metrics
-            .grpc(method, grpc_code(response.headers()), started);
-        response
+                    .map(|()| Either::Right(Body::empty())),
+            ),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// A call counted by method and code when its response headers are ready.
+#[pin_project::pin_project]
+struct Counted<'a, F> {
+    #[pin]
+    inner: F,
+    method: &'static str,
+    started: Instant,
+    metrics: &'a Metrics,
+}
+
+impl<F: Future<Output = http::Response<ResponseBody>>> Future for Counted<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx));
+        this.metrics
+            .grpc(this.method, grpc_code(response.headers()), *this.started);
+        Poll::Ready(response)
     }
 }
 
@@ -98,7 +160,7 @@ fn is_broker(path: &str) -> bool {
 /// The caller's deadline from `grpc-timeout`, read as tonic's server reads
 /// it: at most 8 digits and a unit; anything else is no deadline.
 fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(&super::GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.len() > 8 {
         return None;
@@ -156,5 +218,25 @@ mod tests {
         assert_eq!(t("5x"), None);
         assert_eq!(t(""), None);
         assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_past_its_deadline_is_answered_cancelled_as_tonic_did() {
+        let slow = Deadline {
+            inner: std::future::pending::<http::Response<ResponseBody>>(),
+            sleep: Some(tokio::time::sleep(Duration::from_millis(500))),
+        };
+        let response = slow.await;
+        assert_eq!(response.headers()["grpc-status"], "1");
+        assert_eq!(response.headers()["grpc-message"], "Timeout%20expired");
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        let quick = Deadline {
+            inner: std::future::ready(http::Response::new(Either::Right(Body::empty()))),
+            sleep: Some(tokio::time::sleep(Duration::ZERO)),
+        };
+        assert!(
+            !quick.await.headers().contains_key("grpc-status"),
+            "an answer ready in time wins"
+        );
     }
 }

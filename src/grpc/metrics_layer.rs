@@ -39,8 +39,9 @@ pub(super) fn method_label(path: &str) -> &'static str {
 /// A response's gRPC code: the `grpc-status` of a trailers-only (error)
 /// response, else OK.
 pub(super) fn grpc_code(headers: &http::HeaderMap) -> tonic::Code {
+    static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .map_or(tonic::Code::Ok, tonic::Code::from_i32)

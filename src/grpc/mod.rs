@@ -228,6 +228,9 @@ async fn serve_connection(
     }
 }
 
+/// The caller's deadline, as a header name made once.
+static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// How long `GetHeaders` waits for a refresh when the caller set no
 /// deadline (`grpc-timeout`).
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
@@ -265,7 +268,7 @@ fn wait_for(headers: &http::HeaderMap) -> Duration {
         })
     };
     headers
-        .get("grpc-timeout")
+        .get(&GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse)
         .map_or(DEFAULT_WAIT, |d| d - d / 10)

@@ -42,32 +42,37 @@ pub(super) const GET_HEADERS: &str = "/tokend.v1.TokenBroker/GetHeaders";
 /// The gRPC message prefix: compressed flag and length.
 const PREFIX: usize = 5;
 
-/// Answers a `GetHeaders` call.
-pub(super) async fn get_headers<B>(
-    broker: &BrokerService,
-    peer: &Peer,
+/// Answers a `GetHeaders` call. The headers are read before the future is
+/// made, which then holds only the body.
+pub(super) fn get_headers<'a, B>(
+    broker: &'a BrokerService,
+    peer: &'a Peer,
     req: Request<B>,
-) -> Response<UnaryBody>
+) -> impl Future<Output = Response<UnaryBody>> + Send + 'a
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Send + Unpin + 'a,
     B::Error: Into<tonic::codegen::StdError>,
 {
-    let answer = async {
-        refuse_encoding(req.headers())?;
-        let wait = super::wait_for(req.headers());
-        let r: proto::GetHeadersRequest = read_message(req.into_body()).await?;
-        broker.get_headers_for(peer, wait, r).await
-    };
-    match answer.await {
-        Ok(message) => ok(&message),
-        Err(status) => status.into_http(),
+    let checked =
+        refuse_encoding(req.headers()).map(|()| (super::wait_for(req.headers()), req.into_body()));
+    async move {
+        let answer = async {
+            let (wait, body) = checked?;
+            let r: proto::GetHeadersRequest = read_message(body).await?;
+            broker.get_headers_for(peer, wait, r).await
+        };
+        match answer.await {
+            Ok(message) => ok(&message),
+            Err(status) => status.into_http(),
+        }
     }
 }
 
 /// tonic's answer to a request compressed with any `grpc-encoding` but
 /// `identity` (the service enables none), with its `grpc-accept-encoding`.
 fn refuse_encoding(headers: &HeaderMap) -> Result<(), Status> {
-    let Some(value) = headers.get("grpc-encoding") else {
+    static GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
+    let Some(value) = headers.get(&GRPC_ENCODING) else {
         return Ok(());
     };
     if value == "identity" {
