@@ -168,8 +168,15 @@ pub async fn serve(
                 () = shutdown.cancelled() => break,
                 io = futures_util::StreamExt::next(&mut incoming) => io,
             };
-            let Some(Ok(io)) = io else { break };
-            connections.spawn(serve_connection(io, Arc::clone(&calls), shutdown.clone()));
+            match io {
+                Some(Ok(io)) => {
+                    connections.spawn(serve_connection(io, Arc::clone(&calls), shutdown.clone()));
+                }
+                // `incoming` retries failed accepts itself; as in tonic's
+                // server, an error from it does not stop serving.
+                Some(Err(e)) => tracing::warn!(error = %e, "accept failed"),
+                None => break,
+            }
         }
     }
     tracing::info!("shutting down: no new connections, draining in-flight calls");
