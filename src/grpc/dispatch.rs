@@ -1,44 +1,152 @@
-//! `tokend.v1.TokenBroker` calls straight to their service, ahead of
-//! tonic's router.
+//! Every call on the socket: routed, given its deadline, and counted.
 //!
-//! tonic routes every call through an axum router: a path match against
-//! each service's route, and the request and response bodies boxed again
-//! on the way in and out. For the calls that make up nearly all of the
-//! socket's traffic (`GetHeaders`, `WatchHeaders`), that was more work per
-//! call than the broker's own decision. This layer sits just inside the
-//! metrics layer and hands any path under the service's prefix to the same
-//! `TokenBrokerServer` the router would have picked, which answers unknown
-//! methods there as it did behind the router (`UNIMPLEMENTED`); every
-//! other path goes on to the router.
+//! This is what tonic's `transport::Server` stacked around our services
+//! (the caller's [`Peer`] in the request extensions, `grpc-timeout`
+//! enforced, errors recovered into gRPC statuses), done once per call
+//! without its boxing. Calls go, by path:
+//! - `GetHeaders`, nearly all of the traffic, to `unary` (no tonic codec);
+//! - any other `tokend.v1.TokenBroker` path to the generated
+//!   `TokenBrokerServer`, which answers unknown methods there as it did
+//!   behind the router (`UNIMPLEMENTED`);
+//! - everything else (Admin, health, reflection, unknown services) to
+//!   tonic's router.
+//!
+//! Every call is counted in the metrics by method and code, including the
+//! ones whose deadline expired.
 
-use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use futures_util::future::Either;
+use http_body_util::Either;
+use hyper::body::Incoming;
+use tonic::Status;
 use tonic::body::Body;
-use tonic::codegen::http;
 use tonic::server::NamedService;
+use tonic::service::Routes;
+use tower::ServiceExt;
 
+use super::metrics_layer::{grpc_code, method_label};
 use super::token_broker::BrokerService;
+use super::unary::{self, UnaryBody};
+use crate::metrics::Metrics;
+use crate::peer::Peer;
 use crate::proto::token_broker_server::TokenBrokerServer;
 
 type Broker = TokenBrokerServer<BrokerService>;
 
-/// The service's calls to `broker`, the rest to `routes`.
-#[derive(Clone, Debug)]
-pub(super) struct BrokerFirst<S> {
-    routes: S,
-    broker: Broker,
+/// What a call answers with: the direct path's body or tonic's.
+pub(super) type ResponseBody = Either<UnaryBody, Body>;
+
+/// The services of every connection.
+pub(super) struct Calls {
+    pub(super) metrics: Arc<Metrics>,
+    /// The service behind the direct path and `broker`.
+    pub(super) service: Arc<BrokerService>,
+    pub(super) broker: Broker,
+    pub(super) routes: Routes,
 }
 
-impl BrokerFirst<()> {
-    pub(super) fn layer<S>(
-        broker: Broker,
-    ) -> impl tower::Layer<S, Service = BrokerFirst<S>> + Clone {
-        tower::layer::layer_fn(move |routes| BrokerFirst {
-            routes,
-            broker: broker.clone(),
-        })
+impl Calls {
+    /// Answers one call from `peer`: counted, within its deadline.
+    ///
+    /// The futures here are plain structs around the call's own, not
+    /// `async` blocks holding them: each stream's future is moved into its
+    /// allocation whole, so its size is paid in copying on every call.
+    pub(super) fn call<'a>(
+        &'a self,
+        peer: &'a Arc<Peer>,
+        req: http::Request<Incoming>,
+    ) -> impl Future<Output = http::Response<ResponseBody>> + Send + 'a {
+        let started = Instant::now();
+        let method = method_label(req.uri().path());
+        let deadline = grpc_timeout(req.headers());
+        Counted {
+            inner: Deadline {
+                sleep: deadline.map(tokio::time::sleep),
+                inner: self.route(peer, req),
+            },
+            method,
+            started,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// The call's answer, by path.
+    fn route<'a>(
+        &'a self,
+        peer: &'a Arc<Peer>,
+        mut req: http::Request<Incoming>,
+    ) -> impl Future<Output = http::Response<ResponseBody>> + Send + 'a {
+        use futures_util::future::{Either as Which, FutureExt};
+        if req.uri().path() == unary::GET_HEADERS {
+            return Which::Left(
+                unary::get_headers(&self.service, peer, req).map(|r| r.map(Either::Left)),
+            );
+        }
+        req.extensions_mut().insert(Arc::clone(peer));
+        let answer = if is_broker(req.uri().path()) {
+            Which::Left(self.broker.clone().oneshot(req))
+        } else {
+            Which::Right(self.routes.clone().oneshot(req))
+        };
+        Which::Right(answer.map(|answer| match answer {
+            Ok(response) => response.map(Either::Right),
+            Err(never) => match never {},
+        }))
+    }
+}
+
+/// A call within the caller's `grpc-timeout`, as tonic's server bounded
+/// it: past the deadline the call is dropped and answered CANCELLED
+/// "Timeout expired".
+#[pin_project::pin_project]
+struct Deadline<F> {
+    #[pin]
+    inner: F,
+    #[pin]
+    sleep: Option<tokio::time::Sleep>,
+}
+
+impl<F: Future<Output = http::Response<ResponseBody>>> Future for Deadline<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if let Poll::Ready(response) = this.inner.poll(cx) {
+            return Poll::Ready(response);
+        }
+        match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(
+                Status::cancelled("Timeout expired")
+                    .into_http::<()>()
+                    .map(|()| Either::Right(Body::empty())),
+            ),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// A call counted by method and code when its response headers are ready.
+#[pin_project::pin_project]
+struct Counted<'a, F> {
+    #[pin]
+    inner: F,
+    method: &'static str,
+    started: Instant,
+    metrics: &'a Metrics,
+}
+
+impl<F: Future<Output = http::Response<ResponseBody>>> Future for Counted<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx));
+        this.metrics
+            .grpc(this.method, grpc_code(response.headers()), *this.started);
+        Poll::Ready(response)
     }
 }
 
@@ -49,26 +157,24 @@ fn is_broker(path: &str) -> bool {
         .is_some_and(|method| method.starts_with('/'))
 }
 
-impl<S> tower::Service<http::Request<Body>> for BrokerFirst<S>
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Either<<Broker as tower::Service<http::Request<Body>>>::Future, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The generated service is always ready.
-        self.routes.poll_ready(cx)
+/// The caller's deadline from `grpc-timeout`, read as tonic's server reads
+/// it: at most 8 digits and a unit; anything else is no deadline.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(&super::GRPC_TIMEOUT)?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.len() > 8 {
+        return None;
     }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if is_broker(req.uri().path()) {
-            Either::Left(tower::Service::call(&mut self.broker, req))
-        } else {
-            Either::Right(self.routes.call(req))
-        }
-    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -95,5 +201,42 @@ mod tests {
         ] {
             assert!(!is_broker(path), "{path}");
         }
+    }
+
+    #[test]
+    fn deadlines_are_read_as_tonic_reads_them() {
+        let t = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", http::HeaderValue::from_static(v));
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(t("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("100000000S"), None, "more than 8 digits");
+        assert_eq!(t("18446744073709551615S"), None);
+        assert_eq!(t("5x"), None);
+        assert_eq!(t(""), None);
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_past_its_deadline_is_answered_cancelled_as_tonic_did() {
+        let slow = Deadline {
+            inner: std::future::pending::<http::Response<ResponseBody>>(),
+            sleep: Some(tokio::time::sleep(Duration::from_millis(500))),
+        };
+        let response = slow.await;
+        assert_eq!(response.headers()["grpc-status"], "1");
+        assert_eq!(response.headers()["grpc-message"], "Timeout%20expired");
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        let quick = Deadline {
+            inner: std::future::ready(http::Response::new(Either::Right(Body::empty()))),
+            sleep: Some(tokio::time::sleep(Duration::ZERO)),
+        };
+        assert!(
+            !quick.await.headers().contains_key("grpc-status"),
+            "an answer ready in time wins"
+        );
     }
 }

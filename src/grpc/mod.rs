@@ -4,17 +4,27 @@
 //! Its parts: `socket` (binding and accepting), `authority` (accepting any
 //! `:authority` a stock client sends), `convert` (every
 //! domain↔proto conversion and the one error mapping), `token_broker` and
-//! `admin` (the services), `metrics_layer`, `dispatch` (the broker's calls
-//! past tonic's router).
+//! `admin` (the services), `metrics_layer`, `dispatch` (every call's
+//! route, deadline and count), `unary` (`GetHeaders` without tonic's
+//! codec) and `conn` (a connection and its calls in one task).
+//!
+//! The server is hyper's HTTP/2 server on each accepted connection, not
+//! tonic's `transport::Server`: tonic's spawned a task per call and stacked
+//! boxed layers around every call, which cost more than tokend's own work
+//! on the calls that make up the socket's traffic (see
+//! docs/benchmarks.md). tonic still provides the generated services, the
+//! router for all but the broker, and the codec for all but `GetHeaders`.
 
 mod admin;
 pub mod authority;
+mod conn;
 mod convert;
 mod dispatch;
 mod hpack;
 mod metrics_layer;
 mod socket;
 mod token_broker;
+mod unary;
 
 use std::io;
 use std::path::PathBuf;
@@ -37,8 +47,7 @@ pub use socket::{BoundSocket, MAX_CONNECTIONS_PER_UID, activated, bind, bind_at}
 
 use crate::quota::Quota;
 use admin::AdminService;
-use dispatch::BrokerFirst;
-use metrics_layer::GrpcMetrics;
+use dispatch::Calls;
 use token_broker::{BrokerService, DeniedAudit};
 
 pub use token_broker::MAX_STREAMS_PER_UID;
@@ -79,9 +88,6 @@ pub enum ServerError {
     /// The API's descriptor set is unusable (a build problem).
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC transport failed.
-    #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 /// Asks the daemon to reload its config; answers what changed.
@@ -124,7 +130,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let broker = TokenBrokerServer::new(BrokerService {
+    let service = Arc::new(BrokerService {
         broker: Arc::clone(&api.broker),
         alerts: api.alerts.clone(),
         clock: api.clock,
@@ -132,14 +138,8 @@ pub async fn serve(
         streams: Quota::new("WatchHeaders streams", MAX_STREAMS_PER_UID),
         denied: DeniedAudit::default(),
         proxies: api.proxies,
-    })
-    .max_decoding_message_size(MAX_REQUEST);
-    // The broker's calls skip the router (see `dispatch`); the metrics
-    // layer, outermost, still counts every call.
-    let router = tonic::transport::Server::builder()
-        .layer(GrpcMetrics::layer(api.metrics))
-        .layer(BrokerFirst::layer(broker))
-        .add_service(health_service)
+    });
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
@@ -149,29 +149,94 @@ pub async fn serve(
                 reload: api.reload,
             })
             .max_decoding_message_size(MAX_REQUEST),
-        );
+        )
+        .prepare();
+    let calls = Arc::new(Calls {
+        metrics: api.metrics,
+        broker: TokenBrokerServer::from_arc(Arc::clone(&service))
+            .max_decoding_message_size(MAX_REQUEST),
+        service,
+        routes,
+    });
 
     tracing::info!(socket = %socket.path().display(), "listening");
-    let stopping = shutdown.clone();
-    let incoming = socket::incoming(&socket.listener);
-    let server = router.serve_with_incoming_shutdown(incoming, async move {
-        stopping.cancelled().await;
-        tracing::info!("shutting down: no new connections, draining in-flight calls");
-    });
-    let drained = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(drain).await;
-    };
-    tokio::select! {
-        result = server => result?,
-        () = drained => tracing::warn!(
+    let connections = tokio_util::task::TaskTracker::new();
+    {
+        let mut incoming = std::pin::pin!(socket::incoming(&socket.listener));
+        loop {
+            let io = tokio::select! {
+                () = shutdown.cancelled() => break,
+                io = futures_util::StreamExt::next(&mut incoming) => io,
+            };
+            match io {
+                Some(Ok(io)) => {
+                    connections.spawn(serve_connection(io, Arc::clone(&calls), shutdown.clone()));
+                }
+                // `incoming` retries failed accepts itself; as in tonic's
+                // server, an error from it does not stop serving.
+                Some(Err(e)) => tracing::warn!(error = %e, "accept failed"),
+                None => break,
+            }
+        }
+    }
+    tracing::info!("shutting down: no new connections, draining in-flight calls");
+    connections.close();
+    if tokio::time::timeout(drain, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
             ?drain,
             "in-flight calls still running after the shutdown timeout; abandoning them"
-        ),
+        );
     }
     drop(socket);
     Ok(())
 }
+
+/// Serves one connection until the client closes it, or, once `shutdown`
+/// is cancelled, until its calls in flight are done (HTTP/2 GOAWAY).
+///
+/// hyper's HTTP/2 settings are the ones tonic's server used: hyper's
+/// defaults (16 KiB header lists, 1 MiB windows, 16 KiB frames), no
+/// keepalive pings, and, as tonic set them, no limit on concurrent streams
+/// or on locally reset streams; streams and connections are bounded per uid
+/// instead. The `date` header tonic's responses carried is left out.
+async fn serve_connection(
+    io: authority::AuthorityStream<crate::peer::PeerStream>,
+    calls: Arc<Calls>,
+    shutdown: CancellationToken,
+) {
+    use tonic::transport::server::Connected;
+    let peer = io.connect_info();
+    let streams = conn::Streams::default();
+    let mut http = hyper::server::conn::http2::Builder::new(streams.clone());
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(None)
+        .max_pending_accept_reset_streams(None)
+        .max_local_error_reset_streams(None)
+        .auto_date_header(false);
+    let service = hyper::service::service_fn(move |req| {
+        let (calls, peer) = (Arc::clone(&calls), Arc::clone(&peer));
+        async move { Ok::<_, std::convert::Infallible>(calls.call(&peer, req).await) }
+    });
+    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let mut driven = std::pin::pin!(conn::Driven::new(conn, streams));
+    let result = tokio::select! {
+        biased;
+        result = &mut driven => result,
+        () = shutdown.cancelled() => {
+            driven.as_mut().conn().graceful_shutdown();
+            driven.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The caller's deadline, as a header name made once.
+static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// How long `GetHeaders` waits for a refresh when the caller set no
 /// deadline (`grpc-timeout`).
@@ -195,7 +260,7 @@ fn peer<T>(req: &Request<T>) -> Result<Arc<Peer>, Status> {
 /// `grpc-timeout` (e.g. `500m`, `2S`) less a tenth, so the caller receives
 /// our answer (and its reason) rather than its own timeout; else
 /// [`DEFAULT_WAIT`]. At most [`MAX_WAIT`].
-fn wait_for<T>(req: &Request<T>) -> Duration {
+fn wait_for(headers: &http::HeaderMap) -> Duration {
     let parse = |v: &str| {
         let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
         let n: u64 = digits.parse().ok()?;
@@ -209,8 +274,8 @@ fn wait_for<T>(req: &Request<T>) -> Duration {
             _ => return None,
         })
     };
-    req.metadata()
-        .get("grpc-timeout")
+    headers
+        .get(&GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse)
         .map_or(DEFAULT_WAIT, |d| d - d / 10)

@@ -68,6 +68,24 @@ fn check_fields(r: &proto::GetHeadersRequest) -> Result<(), Status> {
     Ok(())
 }
 
+impl BrokerService {
+    /// `GetHeaders` for `peer`, waiting up to `wait` for a refresh: what
+    /// both the direct unary path (`unary`) and the generated service's
+    /// method answer.
+    pub(super) async fn get_headers_for(
+        &self,
+        peer: &Peer,
+        wait: std::time::Duration,
+        r: proto::GetHeadersRequest,
+    ) -> Result<proto::GetHeadersResponse, Status> {
+        check_fields(&r)?;
+        let request = headers_request(&r, min_valid(r.min_valid)?);
+        let grant = self.broker.get_headers(peer, request, wait).await;
+        self.denied.audit(peer, request, grant.as_ref().err());
+        Ok(convert::headers_response(&grant?))
+    }
+}
+
 type HeaderStream = Pin<Box<dyn Stream<Item = Result<proto::GetHeadersResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -77,13 +95,9 @@ impl TokenBroker for BrokerService {
         req: Request<proto::GetHeadersRequest>,
     ) -> Result<Response<proto::GetHeadersResponse>, Status> {
         let peer = peer(&req)?;
-        let wait = wait_for(&req);
-        let r = req.into_inner();
-        check_fields(&r)?;
-        let request = headers_request(&r, min_valid(r.min_valid)?);
-        let grant = self.broker.get_headers(&peer, request, wait).await;
-        self.denied.audit(&peer, request, grant.as_ref().err());
-        Ok(Response::new(convert::headers_response(&grant?)))
+        let wait = wait_for(req.metadata().as_ref());
+        let answer = self.get_headers_for(&peer, wait, req.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     type WatchHeadersStream = HeaderStream;
@@ -93,7 +107,7 @@ impl TokenBroker for BrokerService {
         req: Request<proto::GetHeadersRequest>,
     ) -> Result<Response<HeaderStream>, Status> {
         let peer = peer(&req)?;
-        let wait = wait_for(&req);
+        let wait = wait_for(req.metadata().as_ref());
         let r = req.into_inner();
         check_fields(&r)?;
         let min_valid = min_valid(r.min_valid)?;
