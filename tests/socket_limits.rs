@@ -299,3 +299,33 @@ async fn the_audit_log_cannot_be_flooded() {
     let bytes: usize = audit.iter().map(|l| l.len()).sum();
     assert!(bytes < 16 * 1024, "{bytes} bytes of audit log");
 }
+
+/// One connection carries at most `MAX_STREAMS_PER_CONNECTION` calls at
+/// once: the daemon says so in its HTTP/2 settings, and a stock client
+/// queues the rest (tonic's default server set no limit at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_per_connection_are_bounded() {
+    use tokend::grpc::{MAX_STREAMS_PER_CONNECTION, MAX_STREAMS_PER_UID};
+    common::require_root();
+    let work = Workdir::new();
+    work.write_config("", CREDENTIALS);
+    let daemon = Daemon::start(&work);
+    let io = tokio::net::UnixStream::connect(&daemon.socket)
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(io).await.unwrap();
+    let driver = tokio::spawn(connection);
+    // The server's SETTINGS arrive with its first frames.
+    let mut advertised = 0;
+    for _ in 0..100 {
+        advertised = client.current_max_send_streams();
+        if advertised != usize::MAX {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(advertised, MAX_STREAMS_PER_CONNECTION as usize);
+    assert!(MAX_STREAMS_PER_CONNECTION as usize > MAX_STREAMS_PER_UID);
+    drop(client);
+    driver.abort();
+}

@@ -52,6 +52,14 @@ use token_broker::{BrokerService, DeniedAudit};
 
 pub use token_broker::MAX_STREAMS_PER_UID;
 
+/// Calls one connection may have in flight at once (HTTP/2
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`; clients queue the rest). Each waiting
+/// call holds memory, so a local user's connections (at most
+/// [`MAX_CONNECTIONS_PER_UID`]) must not each hold any number; it is above
+/// [`MAX_STREAMS_PER_UID`], so one connection can carry all of a uid's
+/// watches and its calls besides.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
 /// The largest request message accepted (tonic's default is 4 MiB; ours
 /// are a few hundred bytes).
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -197,11 +205,12 @@ pub async fn serve(
 /// Serves one connection until the client closes it, or, once `shutdown`
 /// is cancelled, until its calls in flight are done (HTTP/2 GOAWAY).
 ///
-/// hyper's HTTP/2 settings are the ones tonic's server used: hyper's
-/// defaults (16 KiB header lists, 1 MiB windows, 16 KiB frames), no
-/// keepalive pings, and, as tonic set them, no limit on concurrent streams
-/// or on locally reset streams; streams and connections are bounded per uid
-/// instead. The `date` header tonic's responses carried is left out.
+/// hyper's HTTP/2 settings are the ones tonic's server used (16 KiB header
+/// lists, 1 MiB windows, 16 KiB frames, no keepalive pings), except the
+/// bounds tonic lifted: at most [`MAX_STREAMS_PER_CONNECTION`] calls at once
+/// per connection, and hyper's default limit on streams reset for errors
+/// (a "rapid reset" flood ends the connection). The `date` header tonic's
+/// responses carried is left out.
 async fn serve_connection(
     io: authority::AuthorityStream<crate::peer::PeerStream>,
     calls: Arc<Calls>,
@@ -212,9 +221,7 @@ async fn serve_connection(
     let streams = conn::Streams::default();
     let mut http = hyper::server::conn::http2::Builder::new(streams.clone());
     http.timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(None)
-        .max_pending_accept_reset_streams(None)
-        .max_local_error_reset_streams(None)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .auto_date_header(false);
     let service = hyper::service::service_fn(move |req| {
         let (calls, peer) = (Arc::clone(&calls), Arc::clone(&peer));

@@ -16,8 +16,8 @@
 //! trailers; errors as trailers-only responses built by tonic's own
 //! `Status::into_http`, with tonic's codes and messages for a compressed
 //! or unsupported encoding, an oversize, truncated or missing message and a
-//! message that is not protobuf. Like tonic, every message in the body is
-//! decoded (each bounded) and the first one answered.
+//! message that is not protobuf. Unlike tonic, which decoded any number of
+//! messages and answered the first, a second message is refused.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -98,10 +98,10 @@ enum Want {
     Message(usize),
 }
 
-/// Decodes every length-prefixed message in `body` as tonic's unary server
-/// does and returns the first. A message longer than [`MAX_REQUEST`] is
-/// refused from its prefix, so the buffer never holds more than one message
-/// and one DATA frame.
+/// Decodes the one length-prefixed message in `body`, as tonic's unary
+/// server does. A message longer than [`MAX_REQUEST`] is refused from its
+/// prefix, so the buffer never holds more than one message and one DATA
+/// frame; a second message is refused.
 async fn read_message<M, B>(mut body: B) -> Result<M, Status>
 where
     M: Message + Default,
@@ -140,10 +140,17 @@ where
                     want = Want::Message(len);
                 }
                 Want::Message(len) if buf.len() >= len => {
+                    if first.is_some() {
+                        // tonic decoded any number and answered the first;
+                        // a unary call has one, and more is only work.
+                        return Err(Status::internal(
+                            "protocol error: a unary call carried more than one request message",
+                        ));
+                    }
                     let message =
                         M::decode(&buf[..len]).map_err(|e| Status::internal(e.to_string()))?;
                     buf.advance(len);
-                    first.get_or_insert(message);
+                    first = Some(message);
                     want = Want::Prefix;
                 }
                 _ => break,
@@ -254,14 +261,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_split_or_together_decode_and_the_first_is_answered() {
+    async fn a_message_split_or_whole_decodes_and_a_second_is_refused() {
         let whole = framed(0, &request("a"));
         assert_eq!(read(vec![whole.clone()]).await.unwrap().credential, "a");
         let bytes: Vec<Vec<u8>> = whole.iter().map(|b| vec![*b]).collect();
         assert_eq!(read(bytes).await.unwrap().credential, "a");
         let mut two = whole;
         two.extend(framed(0, &request("b")));
-        assert_eq!(read(vec![two]).await.unwrap().credential, "a");
+        let e = read(vec![two]).await.unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                tonic::Code::Internal,
+                "protocol error: a unary call carried more than one request message"
+            )
+        );
         // An empty message is a valid request.
         let empty = read(vec![framed(0, &[])]).await.unwrap();
         assert_eq!(empty, proto::GetHeadersRequest::default());
