@@ -302,20 +302,29 @@ impl Rewriter {
         let mut invalid_authority = false;
         let mut size = 0usize;
         let encoded = &mut self.encoded;
+        let reencoding = self.reencoding;
+        // Whether the rest of the block needs no re-encoding: on a
+        // connection still forwarded as the client sent it, once a good
+        // `:authority` has passed. A second `:authority` makes h2 refuse the
+        // block as malformed whatever it says, so nothing after the first
+        // can call for a rewrite. This spares most fields the scratch
+        // encoding (1.6 k instructions of a `GetHeaders`).
+        let mut done = false;
         self.decoder
             .decode(&block.fragment, |name, value, never_indexed| {
                 size = size.saturating_add(name.len() + value.len() + 32);
-                if size > MAX_HEADER_LIST {
+                if size > MAX_HEADER_LIST || done {
                     return;
                 }
-                let value =
-                    if name == b":authority" && http::uri::Authority::try_from(value).is_err() {
-                        invalid_authority = true;
-                        LOCALHOST
-                    } else {
-                        value
-                    };
+                let authority = name == b":authority";
+                let value = if authority && http::uri::Authority::try_from(value).is_err() {
+                    invalid_authority = true;
+                    LOCALHOST
+                } else {
+                    value
+                };
                 encode_field(name, value, never_indexed, encoded);
+                done = authority && !reencoding && !invalid_authority;
             })?;
         if size > MAX_HEADER_LIST {
             return Err(RewriteError::ListTooLarge);
@@ -714,6 +723,26 @@ mod tests {
         authorities.extend([b"localhost" as &[u8]; 5]);
         let (bytes, expected) = connection(&authorities, Some(10));
         assert_eq!(parse(&run(&bytes, &[1]).unwrap()), expected);
+    }
+
+    /// Past a good `:authority`, a block of a connection forwarded as sent
+    /// is not re-encoded: a second `:authority`, good or bad, goes to h2
+    /// as the client wrote it (h2 refuses a repeated pseudo-header), and
+    /// the connection goes on being forwarded byte for byte.
+    #[test]
+    fn a_second_authority_after_a_good_one_is_left_for_h2() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut bytes = PREFACE.to_vec();
+        let mut list = request(b"localhost", 0);
+        list.insert(4, (b":authority".to_vec(), PERCENT.to_vec()));
+        let block = encoder.encode(list.iter().map(|(n, v)| (&n[..], &v[..])));
+        bytes.extend(frame(HEADERS, END_HEADERS, 1, &block));
+        let next = request(b"localhost", 1);
+        let block = encoder.encode(next.iter().map(|(n, v)| (&n[..], &v[..])));
+        bytes.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &block));
+        let out = run(&bytes, &[5, 4096]).unwrap();
+        assert_eq!(out, bytes);
+        assert_eq!(parse(&out).blocks[0].2, list);
     }
 
     #[test]
