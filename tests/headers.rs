@@ -453,7 +453,9 @@ async fn the_typed_client_reads_what_the_daemon_serves() {
 
 /// A `grpc-timeout` far beyond any clock (`u64::MAX` seconds) used to
 /// overflow the deadline arithmetic and panic the call's task before
-/// authorisation; now the wait is clamped and the call is answered.
+/// authorisation; now a value longer than the 8 digits gRPC allows is no
+/// deadline (as tonic reads it), every wait is clamped, and the call is
+/// answered.
 #[tokio::test]
 async fn an_absurd_grpc_timeout_is_clamped_not_a_panic() {
     let (_work, daemon) = start();

@@ -159,7 +159,7 @@ fn is_broker(path: &str) -> bool {
 
 /// The caller's deadline from `grpc-timeout`, read as tonic's server reads
 /// it: at most 8 digits and a unit; anything else is no deadline.
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+pub(super) fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get(&super::GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.len() > 8 {

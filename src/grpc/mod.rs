@@ -264,27 +264,12 @@ fn peer<T>(req: &Request<T>) -> Result<Arc<Peer>, Status> {
 }
 
 /// How long to wait for a refresh: the caller's deadline from
-/// `grpc-timeout` (e.g. `500m`, `2S`) less a tenth, so the caller receives
+/// `grpc-timeout` (e.g. `500m`, `2S`, read as [`dispatch`] reads it) less a
+/// tenth, so the caller receives
 /// our answer (and its reason) rather than its own timeout; else
 /// [`DEFAULT_WAIT`]. At most [`MAX_WAIT`].
 fn wait_for(headers: &http::HeaderMap) -> Duration {
-    let parse = |v: &str| {
-        let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
-        let n: u64 = digits.parse().ok()?;
-        Some(match unit {
-            "H" => Duration::from_secs(n.saturating_mul(3600)),
-            "M" => Duration::from_secs(n.saturating_mul(60)),
-            "S" => Duration::from_secs(n),
-            "m" => Duration::from_millis(n),
-            "u" => Duration::from_micros(n),
-            "n" => Duration::from_nanos(n),
-            _ => return None,
-        })
-    };
-    headers
-        .get(&GRPC_TIMEOUT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse)
+    dispatch::grpc_timeout(headers)
         .map_or(DEFAULT_WAIT, |d| d - d / 10)
         .min(MAX_WAIT)
 }
