@@ -279,6 +279,10 @@ fn browser() -> reqwest::Client {
             }
         }))
         .timeout(Duration::from_secs(10))
+        // Node closes an idle connection after 5 s; reusing one it is
+        // closing that instant fails with "connection reset" (it did once
+        // in CI). Idle connections are dropped well before.
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .unwrap()
 }
