@@ -950,3 +950,40 @@ fn issue(api: &GleanApi) -> String {
 fn seen_summary(seen: &[Seen]) -> Vec<(String, u16)> {
     seen.iter().map(|s| (s.path.clone(), s.status)).collect()
 }
+
+/// A shared credential's place in the fleet reaches a grpcio user: a
+/// one-node fleet on a real etcd, whose node leads; credentials that are
+/// not shared carry none.
+#[test]
+fn a_shared_credentials_fleet_membership_is_in_its_status() {
+    let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
+    let fleet = common::fleet::OneNode::start("node-a", &hostile.token_endpoint());
+    let (_work, daemon) = start_with(&hostile.token_endpoint(), &fleet.config, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let result = live(&daemon, &["credentials"]);
+        let list = result["credentials"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{result}"));
+        let of = |name: &str| list.iter().find(|c| c["name"] == name).cloned();
+        let shared = of("shared").unwrap_or_else(|| panic!("no shared in {result}"));
+        if shared["fleet"]["role"] == "leader" {
+            assert_eq!(shared["fleet"]["node"], "node-a", "{result}");
+            assert_eq!(shared["fleet"]["leader"], "node-a", "{result}");
+            assert_eq!(
+                shared["fleet"]["unreachable_since"],
+                Value::Null,
+                "{result}"
+            );
+            assert_eq!(of("user").unwrap()["fleet"], Value::Null, "{result}");
+            assert_eq!(of("oauth").unwrap()["fleet"], Value::Null, "{result}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never led: {result}\n{}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -30,6 +30,11 @@ const STRANGER: u32 = 4242;
 /// the test rewrites, `forbidden` to a stranger) and an OAuth client
 /// credentials credential `cc` at `hostile`'s token endpoint (tokens `at-N`).
 fn start(hostile: &Hostile) -> (Workdir, Daemon) {
+    start_with(hostile, "")
+}
+
+/// [`start`] with `extra` config appended.
+fn start_with(hostile: &Hostile, extra: &str) -> (Workdir, Daemon) {
     common::require_root();
     let work = Workdir::new();
     common::write_secret(
@@ -65,6 +70,7 @@ allow = {{ uids = [0] }}
 "#,
             endpoint = hostile.token_endpoint()
         ),
+        extra.to_owned(),
     ]
     .concat();
     work.write_config("", &credentials);
@@ -370,6 +376,39 @@ fn credentials_lists_every_credential_for_root() {
     let cc = list.iter().find(|c| c["name"] == "cc").unwrap();
     assert_eq!(cc["kind"], "oauth_client_credentials", "{cc}");
     common::assert_no_secret("the credentials", &got.to_string());
+}
+
+/// A shared credential's place in the fleet reaches a grpc-js user: a
+/// one-node fleet on a real etcd, whose node leads; credentials that are
+/// not shared carry none.
+#[test]
+fn a_shared_credentials_fleet_membership_is_in_its_status() {
+    let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
+    let fleet = common::fleet::OneNode::start("node-a", &hostile.token_endpoint());
+    let (_work, daemon) = start_with(&hostile, &fleet.config);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = one(script("credentials", socket(&daemon), &[]));
+        let list = got.as_array().unwrap_or_else(|| panic!("{got}"));
+        let of = |name: &str| list.iter().find(|c| c["name"] == name).cloned();
+        let shared = of("shared").unwrap_or_else(|| panic!("no shared in {got}"));
+        if shared["fleet"]["role"] == "leader" {
+            assert_eq!(
+                shared["fleet"],
+                json!({ "node": "node-a", "role": "leader", "leader": "node-a" }),
+                "{got}"
+            );
+            assert_eq!(of("user").unwrap().get("fleet"), None, "{got}");
+            assert_eq!(of("cc").unwrap().get("fleet"), None, "{got}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never led: {got}\n{}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Each request's `Authorization` and body, in arrival order.

@@ -57,11 +57,7 @@ impl TestFleet {
         let dir = tempfile::tempdir().expect("temp dir");
         let etcd = Etcd::start(dir.path());
         let server = OidcServer::start(ttl, &dir.path().join("oidc.log"));
-        let key = dir.path().join("fleet.key");
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).unwrap();
-        std::fs::write(&key, bytes).unwrap();
-        super::set_mode(&key, 0o600);
+        let key = fleet_key(dir.path());
         let mut nodes = Vec::new();
         for i in 0..n {
             let name = format!("node-{i}");
@@ -290,6 +286,52 @@ impl TestFleet {
         }
         None
     }
+}
+
+/// A fleet of one node for the client packages' tests: etcd, a fleet key,
+/// and a `[fleet]` table plus a `shared` client-credentials credential at
+/// `token_endpoint` (client secret from `client-secret` in the daemon's
+/// work directory), to append to a daemon's config.
+pub struct OneNode {
+    pub etcd: Etcd,
+    pub config: String,
+    /// Holds etcd's data and the key.
+    pub dir: tempfile::TempDir,
+}
+
+impl OneNode {
+    pub fn start(node: &str, token_endpoint: &str) -> Self {
+        super::require_root();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let etcd = Etcd::start(dir.path());
+        let key = fleet_key(dir.path());
+        let config = format!(
+            r#"
+[[credential]]
+name = "shared"
+kind = "oauth_client_credentials"
+token_endpoint = "{token_endpoint}"
+client_id = "tokend"
+client_secret = {{ file = "client-secret" }}
+auth_method = "client_secret_post"
+shared = true
+allow = {{ uids = [0] }}
+
+{}"#,
+            fleet_table(&etcd, node, &key)
+        );
+        Self { etcd, config, dir }
+    }
+}
+
+/// A random fleet key in `dir`, as an operator would write it.
+fn fleet_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = dir.join("fleet.key");
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).unwrap();
+    std::fs::write(&key, bytes).unwrap();
+    super::set_mode(&key, 0o600);
+    key
 }
 
 /// A `[fleet]` table for node `node`.

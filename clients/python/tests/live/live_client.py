@@ -123,6 +123,19 @@ def status_json(status: Any) -> Dict[str, Any]:
         "scopes": list(status.scopes),
         "owner": status.owner,
         "last_error": status.last_error,
+        "fleet": fleet_json(status.fleet),
+    }
+
+
+def fleet_json(fleet: Any) -> Optional[Dict[str, Any]]:
+    if fleet is None:
+        return None
+    since = fleet.unreachable_since
+    return {
+        "node": fleet.node,
+        "role": fleet.role,
+        "leader": fleet.leader,
+        "unreachable_since": since.isoformat() if since else None,
     }
 
 
