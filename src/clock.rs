@@ -125,9 +125,13 @@ pub fn between(earlier: Timestamp, later: Timestamp) -> Duration {
     Duration::try_from(later.duration_since(earlier)).unwrap_or_default()
 }
 
+/// The longest a server's `Retry-After` is honoured: a server asking for
+/// more (days, by mistake or malice) is asked again after this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// Delay before retry number `failures + 1`: exponential from 1 s, capped,
 /// with full jitter (`unit` in 0..1), at least 100 ms, and never shorter
-/// than the server's `Retry-After` (itself capped at an hour).
+/// than the server's `Retry-After` (itself capped at [`MAX_RETRY_AFTER`]).
 pub fn backoff(failures: u32, cap: Duration, retry_after: Option<Duration>, unit: f64) -> Duration {
     let exp = Duration::from_secs(1)
         .saturating_mul(1u32 << failures.min(20))
@@ -136,7 +140,7 @@ pub fn backoff(failures: u32, cap: Duration, retry_after: Option<Duration>, unit
         .mul_f64(unit.clamp(0.0, 1.0))
         .max(Duration::from_millis(100));
     match retry_after {
-        Some(ra) => jittered.max(ra.min(Duration::from_secs(3600))),
+        Some(ra) => jittered.max(ra.min(MAX_RETRY_AFTER)),
         None => jittered,
     }
 }

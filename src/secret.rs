@@ -142,8 +142,10 @@ impl SecretSource {
     }
 }
 
-/// The untrimmed copy is wiped when dropped.
-fn read_private_file(path: &Path) -> Result<Zeroizing<String>, SecretError> {
+/// A file private to the daemon's user (mode, owner, type and size
+/// checked), whole: the untrimmed copy is wiped when dropped. For secrets
+/// that are not header values, such as a TLS private key.
+pub(crate) fn read_private_file(path: &Path) -> Result<Zeroizing<String>, SecretError> {
     let io = |source| SecretError::Io {
         path: path.to_owned(),
         source,

@@ -161,7 +161,9 @@ pub(crate) fn services(
         endpoint,
         refresh: refresh::Settings {
             max_backoff: Duration::from_secs(300),
-            gates: Arc::new(refresh::Gates::new(8)),
+            gates: Arc::new(refresh::Gates::new(
+                crate::config::DEFAULT_ISSUER_CONCURRENCY,
+            )),
         },
         metrics: Arc::default(),
         clock,

@@ -959,31 +959,14 @@ fn a_shared_credentials_fleet_membership_is_in_its_status() {
     let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
     let fleet = common::fleet::OneNode::start("node-a", &hostile.token_endpoint());
     let (_work, daemon) = start_with(&hostile.token_endpoint(), &fleet.config, &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let result = live(&daemon, &["credentials"]);
-        let list = result["credentials"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{result}"));
-        let of = |name: &str| list.iter().find(|c| c["name"] == name).cloned();
-        let shared = of("shared").unwrap_or_else(|| panic!("no shared in {result}"));
-        if shared["fleet"]["role"] == "leader" {
-            assert_eq!(shared["fleet"]["node"], "node-a", "{result}");
-            assert_eq!(shared["fleet"]["leader"], "node-a", "{result}");
-            assert_eq!(
-                shared["fleet"]["unreachable_since"],
-                Value::Null,
-                "{result}"
-            );
-            assert_eq!(of("user").unwrap()["fleet"], Value::Null, "{result}");
-            assert_eq!(of("oauth").unwrap()["fleet"], Value::Null, "{result}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node never led: {result}\n{}",
-            daemon.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let list = fleet.once_led(&daemon, || {
+        live(&daemon, &["credentials"])["credentials"].clone()
+    });
+    let of = |name: &str| list.iter().find(|c| c["name"] == name).unwrap();
+    let shared = &of("shared")["fleet"];
+    assert_eq!(shared["node"], "node-a", "{list:?}");
+    assert_eq!(shared["leader"], "node-a", "{list:?}");
+    assert_eq!(shared["unreachable_since"], Value::Null, "{list:?}");
+    assert_eq!(of("user")["fleet"], Value::Null, "{list:?}");
+    assert_eq!(of("oauth")["fleet"], Value::Null, "{list:?}");
 }

@@ -386,29 +386,15 @@ fn a_shared_credentials_fleet_membership_is_in_its_status() {
     let hostile = Hostile::start(Mode::Valid { expires_in: 3600 });
     let fleet = common::fleet::OneNode::start("node-a", &hostile.token_endpoint());
     let (_work, daemon) = start_with(&hostile, &fleet.config);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = one(script("credentials", socket(&daemon), &[]));
-        let list = got.as_array().unwrap_or_else(|| panic!("{got}"));
-        let of = |name: &str| list.iter().find(|c| c["name"] == name).cloned();
-        let shared = of("shared").unwrap_or_else(|| panic!("no shared in {got}"));
-        if shared["fleet"]["role"] == "leader" {
-            assert_eq!(
-                shared["fleet"],
-                json!({ "node": "node-a", "role": "leader", "leader": "node-a" }),
-                "{got}"
-            );
-            assert_eq!(of("user").unwrap().get("fleet"), None, "{got}");
-            assert_eq!(of("cc").unwrap().get("fleet"), None, "{got}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node never led: {got}\n{}",
-            daemon.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let list = fleet.once_led(&daemon, || one(script("credentials", socket(&daemon), &[])));
+    let of = |name: &str| list.iter().find(|c| c["name"] == name).unwrap();
+    assert_eq!(
+        of("shared")["fleet"],
+        json!({ "node": "node-a", "role": "leader", "leader": "node-a" }),
+        "{list:?}"
+    );
+    assert_eq!(of("user").get("fleet"), None, "{list:?}");
+    assert_eq!(of("cc").get("fleet"), None, "{list:?}");
 }
 
 /// Each request's `Authorization` and body, in arrival order.

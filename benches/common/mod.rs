@@ -123,12 +123,17 @@ pub fn start_bin(
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start tokend");
+    wait_for_socket(&socket, "tokend");
+    (child, socket)
+}
+
+/// Waits (at most 30 s) until `what` accepts connections on `socket`.
+fn wait_for_socket(socket: &Path, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "tokend did not start");
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
-    (child, socket)
 }
 
 /// `clients` tonic connections calling `GetHeaders` in a loop for `run`,
@@ -238,14 +243,7 @@ pub fn start_tonic_baseline(dir: &Path) -> (Child, PathBuf) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the tonic baseline");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the tonic baseline did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_socket(&socket, "the tonic baseline");
     (child, socket)
 }
 

@@ -11,6 +11,8 @@ use crate::fleet::{Settings, Tls};
 
 /// Keys live under this prefix unless `prefix` says otherwise.
 pub const DEFAULT_FLEET_PREFIX: &str = "/tokend/";
+/// The largest CA or certificate file read for TLS to etcd.
+const MAX_PEM: u64 = 1024 * 1024;
 /// How long a node's lease outlives its last keep-alive by default.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// The range `lease_ttl` may be set in: etcd's minimum TTL is 2 s, and a
@@ -148,8 +150,8 @@ impl Context<'_> {
         let identity = match (&raw.tls_cert_file, &raw.tls_key_file) {
             (Some(cert), Some(key)) => {
                 let cert = self.pem(cert, at.clone(), "fleet.tls_cert_file");
-                let key = self.pem(key, at.clone(), "fleet.tls_key_file");
-                cert.zip(key.map(zeroize::Zeroizing::new))
+                let key = self.private_key(key, at.clone());
+                cert.zip(key)
             }
             (None, None) => None,
             _ => {
@@ -188,16 +190,20 @@ impl Context<'_> {
         })
     }
 
-    /// The PEM file at `path`, or a problem naming it and why it cannot be
-    /// read (never its content).
+    /// The PEM file at `path` (at most [`MAX_PEM`] bytes, read no further),
+    /// or a problem naming it and why it cannot be read (never its content).
     fn pem(
         &mut self,
         path: &std::path::Path,
         at: std::ops::Range<usize>,
         field: &str,
     ) -> Option<Vec<u8>> {
-        match std::fs::read(path) {
-            Ok(bytes) if bytes.len() <= 1024 * 1024 => Some(bytes),
+        use std::io::Read as _;
+        let mut bytes = Vec::new();
+        let read =
+            std::fs::File::open(path).and_then(|f| f.take(MAX_PEM + 1).read_to_end(&mut bytes));
+        match read {
+            Ok(_) if bytes.len() as u64 <= MAX_PEM => Some(bytes),
             Ok(_) => {
                 let message = format!("{} is larger than 1 MiB; name a PEM file", path.display());
                 self.problem(at, field, message);
@@ -205,6 +211,22 @@ impl Context<'_> {
             }
             Err(e) => {
                 self.problem(at, field, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    /// The client certificate's private key: a secret, so read as secret
+    /// files are (private to the daemon's user, at most 64 KiB).
+    fn private_key(
+        &mut self,
+        path: &std::path::Path,
+        at: std::ops::Range<usize>,
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        match crate::secret::read_private_file(path) {
+            Ok(key) => Some(zeroize::Zeroizing::new(key.as_bytes().to_vec())),
+            Err(e) => {
+                self.problem(at, "fleet.tls_key_file", e.to_string());
                 None
             }
         }

@@ -989,6 +989,29 @@ fn fleet_tls_files_are_read_at_load_and_bounded() {
     let config = parse(&path, &fleet(&ca)).unwrap();
     let tls = config.fleet.unwrap().tls;
     assert!(tls.configured && tls.ca.is_some() && tls.identity.is_none());
+    // The client key is a secret: read only when private to the daemon's
+    // user, as secret files are.
+    let key = dir.path().join("client.key");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+    let with_key = |mode: u32| {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        format!(
+            "[fleet]\nendpoints = [\"https://e:2379\"]\ntls_cert_file = \"{}\"\n\
+             tls_key_file = \"{}\"\n{SHARED}",
+            ca.display(),
+            key.display()
+        )
+    };
+    let found = problems(&path, &with_key(0o644));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.field == "fleet.tls_key_file"
+                && p.message.contains(&key.display().to_string())),
+        "{found:?}"
+    );
+    let config = parse(&path, &with_key(0o600)).unwrap();
+    assert!(config.fleet.unwrap().tls.identity.is_some());
 }
 
 /// A Glean credential's table, for the piece-by-piece reading tests.

@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::clock::MAX_RETRY_AFTER;
+
 /// The gates of every issuer, created on first use; shared by all drivers.
 #[derive(Debug)]
 pub struct Gates {
@@ -66,11 +68,11 @@ impl Gate {
         self.permits.acquire().await.ok()
     }
 
-    /// Makes every credential of this issuer wait `wait` (capped at an
-    /// hour, as `Retry-After` is everywhere in tokend); a longer pause
-    /// already in force stays.
+    /// Makes every credential of this issuer wait `wait` (capped at
+    /// [`MAX_RETRY_AFTER`], as `Retry-After` is everywhere in tokend); a
+    /// longer pause already in force stays.
     pub(super) fn pause(&self, wait: Duration) {
-        let until = Instant::now() + wait.min(Duration::from_secs(3600));
+        let until = Instant::now() + wait.min(MAX_RETRY_AFTER);
         let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         if paused.is_none_or(|p| p < until) {
             *paused = Some(until);

@@ -322,6 +322,33 @@ allow = {{ uids = [0] }}
         );
         Self { etcd, config, dir }
     }
+
+    /// Calls `list` (a client's credential listing, as a JSON array) until
+    /// the `shared` credential shows a leader (at most 20 s), and returns
+    /// that listing.
+    pub fn once_led(
+        &self,
+        daemon: &Daemon,
+        mut list: impl FnMut() -> serde_json::Value,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = list();
+            let credentials = got.as_array().unwrap_or_else(|| panic!("{got}")).clone();
+            let led = credentials
+                .iter()
+                .any(|c| c["name"] == "shared" && c["fleet"]["role"] == "leader");
+            if led {
+                return credentials;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node never led: {got}\n{}",
+                daemon.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 /// A random fleet key in `dir`, as an operator would write it.
