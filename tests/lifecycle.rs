@@ -43,12 +43,9 @@ async fn sigterm_lets_an_in_flight_call_finish_then_removes_the_socket() {
     let (client, connection) = h2::client::handshake(io).await.unwrap();
     let driver = tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
-    let request = http::Request::post("http://tokend/tokend.v1.TokenBroker/GetHeaders")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
+    let (response, mut body) = client
+        .send_request(common::raw_get_headers_request(), false)
         .unwrap();
-    let (response, mut body) = client.send_request(request, false).unwrap();
     let message = GetHeadersRequest {
         credential: "search".into(),
         ..Default::default()

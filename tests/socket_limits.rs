@@ -329,3 +329,113 @@ async fn calls_in_flight_per_connection_are_bounded() {
     drop(client);
     driver.abort();
 }
+
+/// A call still reading its request holds up to `MAX_REQUEST` of it, and
+/// a local user could keep any number half-sent over its connections: one
+/// uid has at most `MAX_CALLS_PER_UID` calls in flight, the next is
+/// answered RESOURCE_EXHAUSTED unread, others are served, and a place
+/// comes back when its call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_per_uid_are_bounded() {
+    use tokend::grpc::{MAX_CALLS_PER_UID, MAX_STREAMS_PER_CONNECTION};
+    use tokend::proto::GetHeadersRequest;
+    common::require_root();
+    let work = Workdir::new();
+    std::fs::create_dir(work.path().join("run")).unwrap();
+    common::set_mode(&work.path().join("run"), 0o755);
+    work.write_config("socket_mode = 0o666", CREDENTIALS);
+    let daemon = Daemon::start(&work);
+
+    // Root's half-sent calls: a message prefix promising 100 bytes, 3 sent.
+    let mut held = Vec::new();
+    let mut drivers = Vec::new();
+    let per_connection = MAX_STREAMS_PER_CONNECTION as usize;
+    while held.len() < MAX_CALLS_PER_UID {
+        let io = tokio::net::UnixStream::connect(&daemon.socket)
+            .await
+            .unwrap();
+        let (mut client, connection) = h2::client::handshake(io).await.unwrap();
+        drivers.push(tokio::spawn(connection));
+        for _ in 0..per_connection.min(MAX_CALLS_PER_UID - held.len()) {
+            client = client.ready().await.expect("a stream under the limit");
+            let (response, mut body) = client
+                .send_request(common::raw_get_headers_request(), false)
+                .unwrap();
+            body.send_data(
+                bytes::Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2, 3]),
+                false,
+            )
+            .unwrap();
+            held.push((response, body));
+        }
+    }
+
+    // The next call of root's, on another connection, is refused unread.
+    let mut client = daemon.client().await;
+    let req = || GetHeadersRequest {
+        credential: "user".into(),
+        ..Default::default()
+    };
+    let mut refused = None;
+    for _ in 0..100 {
+        match client.get_headers(req()).await {
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                refused = Some(e);
+                break;
+            }
+            // The daemon may not have read every half-sent call yet.
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let e = refused.expect("a call over the quota is refused");
+    assert!(
+        e.message()
+            .contains(&format!("has {MAX_CALLS_PER_UID} calls in flight")),
+        "{}",
+        e.message()
+    );
+
+    // Another uid is served meanwhile.
+    let tokenctl = work.path().join("tokenctl");
+    let socket = work.socket();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(tokenctl)
+            .arg("--socket")
+            .arg(socket)
+            .args(["headers", "user"])
+            .uid(4242)
+            .gid(4242)
+            .output()
+            .expect("run tokenctl as uid 4242")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // One half-sent call is cancelled: its place comes back.
+    drop(held.pop());
+    let mut served = false;
+    for _ in 0..100 {
+        if client.get_headers(req()).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "a cancelled call gives its place back");
+    assert!(
+        daemon
+            .logs()
+            .contains("calls in flight, the most one uid may"),
+        "{}",
+        daemon.logs()
+    );
+    drop(held);
+    for driver in drivers {
+        driver.abort();
+    }
+}

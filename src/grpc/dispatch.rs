@@ -12,7 +12,11 @@
 //!   tonic's router.
 //!
 //! Every call is counted in the metrics by method and code, including the
-//! ones whose deadline expired.
+//! ones whose deadline expired, and holds a place in its uid's quota of
+//! calls in flight ([`MAX_CALLS_PER_UID`](super::MAX_CALLS_PER_UID)) until
+//! its response headers are ready: a call still reading its request holds
+//! up to [`MAX_REQUEST`](super::MAX_REQUEST) of it, so without the quota a
+//! local user's connections could each hold that many times over.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,6 +37,7 @@ use super::unary::{self, UnaryBody};
 use crate::metrics::Metrics;
 use crate::peer::Peer;
 use crate::proto::token_broker_server::TokenBrokerServer;
+use crate::quota::{Place, Quota};
 
 type Broker = TokenBrokerServer<BrokerService>;
 
@@ -46,10 +51,14 @@ pub(super) struct Calls {
     pub(super) service: Arc<BrokerService>,
     pub(super) broker: Broker,
     pub(super) routes: Routes,
+    /// Calls in flight per uid.
+    pub(super) in_flight: Quota,
 }
 
 impl Calls {
-    /// Answers one call from `peer`: counted, within its deadline.
+    /// Answers one call from `peer`: counted, within its deadline, or
+    /// RESOURCE_EXHAUSTED at once when `peer`'s uid has its most calls in
+    /// flight.
     ///
     /// The futures here are plain structs around the call's own, not
     /// `async` blocks holding them: each stream's future is moved into its
@@ -59,17 +68,25 @@ impl Calls {
         peer: &'a Arc<Peer>,
         req: http::Request<Incoming>,
     ) -> impl Future<Output = http::Response<ResponseBody>> + Send + 'a {
+        use futures_util::future::{Either as Which, ready};
         let started = Instant::now();
         let method = method_label(req.uri().path());
-        let deadline = grpc_timeout(req.headers());
-        Counted {
-            inner: Deadline {
+        let place = self.in_flight.admit(peer.uid);
+        let inner = if place.is_some() {
+            let deadline = grpc_timeout(req.headers());
+            Which::Left(Deadline {
                 sleep: deadline.map(tokio::time::sleep),
                 inner: self.route(peer, req),
-            },
+            })
+        } else {
+            Which::Right(ready(too_many_calls(peer.uid)))
+        };
+        Counted {
+            inner,
             method,
             started,
             metrics: &self.metrics,
+            place,
         }
     }
 
@@ -128,7 +145,19 @@ impl<F: Future<Output = http::Response<ResponseBody>>> Future for Deadline<F> {
     }
 }
 
-/// A call counted by method and code when its response headers are ready.
+/// The answer to a call over its uid's quota of calls in flight; the
+/// request is not read.
+fn too_many_calls(uid: u32) -> http::Response<ResponseBody> {
+    Status::resource_exhausted(format!(
+        "uid {uid} has {} calls in flight, the most one uid may; wait for some to finish",
+        super::MAX_CALLS_PER_UID
+    ))
+    .into_http::<()>()
+    .map(|()| Either::Right(Body::empty()))
+}
+
+/// A call counted by method and code when its response headers are ready,
+/// holding its place among its uid's calls in flight until then.
 #[pin_project::pin_project]
 struct Counted<'a, F> {
     #[pin]
@@ -136,6 +165,7 @@ struct Counted<'a, F> {
     method: &'static str,
     started: Instant,
     metrics: &'a Metrics,
+    place: Option<Place>,
 }
 
 impl<F: Future<Output = http::Response<ResponseBody>>> Future for Counted<'_, F> {
@@ -146,6 +176,7 @@ impl<F: Future<Output = http::Response<ResponseBody>>> Future for Counted<'_, F>
         let response = std::task::ready!(this.inner.poll(cx));
         this.metrics
             .grpc(this.method, grpc_code(response.headers()), *this.started);
+        this.place.take();
         Poll::Ready(response)
     }
 }

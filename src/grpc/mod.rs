@@ -60,6 +60,13 @@ pub use token_broker::MAX_STREAMS_PER_UID;
 /// watches and its calls besides.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
+/// Calls one uid may have in flight at once, over all its connections
+/// (`WatchHeaders` streams count until their first answer, then against
+/// [`MAX_STREAMS_PER_UID`]). A call reading its request holds up to
+/// [`MAX_REQUEST`] of it; above this, calls are answered
+/// RESOURCE_EXHAUSTED without reading their requests.
+pub const MAX_CALLS_PER_UID: usize = 1024;
+
 /// The largest request message accepted (tonic's default is 4 MiB; ours
 /// are a few hundred bytes).
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -165,6 +172,7 @@ pub async fn serve(
             .max_decoding_message_size(MAX_REQUEST),
         service,
         routes,
+        in_flight: Quota::new("calls in flight", MAX_CALLS_PER_UID),
     });
 
     tracing::info!(socket = %socket.path().display(), "listening");

@@ -346,3 +346,13 @@ pub fn require_root() {
          (e.g. `sudo -E cargo test`)"
     );
 }
+
+/// The headers of a `GetHeaders` call as a stock gRPC client sends them,
+/// for tests that drive HTTP/2 frames themselves (`h2::client`).
+pub fn raw_get_headers_request() -> http::Request<()> {
+    http::Request::post("http://tokend/tokend.v1.TokenBroker/GetHeaders")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a valid request")
+}
