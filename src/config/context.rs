@@ -114,6 +114,16 @@ impl Context<'_> {
         });
     }
 
+    /// A path named in the config: a relative one is resolved against the
+    /// config file's directory, so the daemon's working directory never
+    /// changes what a config means.
+    pub(super) fn path(&self, p: &Path) -> PathBuf {
+        match self.file.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_owned(),
+        }
+    }
+
     pub(super) fn into_error(self) -> ConfigError {
         ConfigError::Invalid {
             problems: self.problems,
@@ -256,10 +266,7 @@ impl Context<'_> {
                 self.problem(s.span(), &field, message);
                 return None;
             }
-            RawSecret::File(p) => SecretSource::File(match self.file.parent() {
-                Some(dir) if p.is_relative() => dir.join(p),
-                _ => p.clone(),
-            }),
+            RawSecret::File(p) => SecretSource::File(self.path(p)),
             RawSecret::Env(v) => SecretSource::Env(v.clone()),
             RawSecret::Credential(c) if c.is_empty() || c.contains('/') || c == ".." => {
                 self.problem(

@@ -184,7 +184,7 @@ impl Context<'_> {
             prefix,
             node,
             lease_ttl,
-            key_file: raw.key_file,
+            key_file: raw.key_file.map(|p| self.path(&p)),
             auth,
             tls,
         })
@@ -199,6 +199,7 @@ impl Context<'_> {
         field: &str,
     ) -> Option<Vec<u8>> {
         use std::io::Read as _;
+        let path = &self.path(path);
         let mut bytes = Vec::new();
         let read =
             std::fs::File::open(path).and_then(|f| f.take(MAX_PEM + 1).read_to_end(&mut bytes));
@@ -223,7 +224,7 @@ impl Context<'_> {
         path: &std::path::Path,
         at: std::ops::Range<usize>,
     ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-        match crate::secret::read_private_file(path) {
+        match crate::secret::read_private_file(&self.path(path)) {
             Ok(key) => Some(zeroize::Zeroizing::new(key.as_bytes().to_vec())),
             Err(e) => {
                 self.problem(at, "fleet.tls_key_file", e.to_string());

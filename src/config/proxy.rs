@@ -123,10 +123,7 @@ impl Context<'_> {
             None => instance,
         };
         let ca_file = raw.ca_file.as_ref().and_then(|f| {
-            let path = match self.file.parent() {
-                Some(dir) if f.get_ref().is_relative() => dir.join(f.get_ref()),
-                _ => f.get_ref().clone(),
-            };
+            let path = self.path(f.get_ref());
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => Some(path),
                 Ok(_) => {

@@ -1012,6 +1012,17 @@ fn fleet_tls_files_are_read_at_load_and_bounded() {
     );
     let config = parse(&path, &with_key(0o600)).unwrap();
     assert!(config.fleet.unwrap().tls.identity.is_some());
+
+    // Relative paths name files beside the config, as secret files do,
+    // whatever the daemon's working directory.
+    let relative = format!(
+        "[fleet]\nendpoints = [\"https://e:2379\"]\ntls_ca_file = \"ca.pem\"\n\
+         tls_cert_file = \"ca.pem\"\ntls_key_file = \"client.key\"\nkey_file = \"fleet.key\"\n\
+         {SHARED}"
+    );
+    let fleet = parse(&path, &relative).unwrap().fleet.unwrap();
+    assert!(fleet.tls.ca.is_some() && fleet.tls.identity.is_some());
+    assert_eq!(fleet.key_file, Some(dir.path().join("fleet.key")));
 }
 
 /// A Glean credential's table, for the piece-by-piece reading tests.
