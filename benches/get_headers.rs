@@ -4,7 +4,9 @@
 //! with default settings serving the same `TokenBroker` service (what
 //! tokend's transport would cost untuned). p50/p99/p99.9 latency and calls/s
 //! at 1, 16 and 64 clients, for a Glean token and for a cached OAuth token,
-//! in interleaved rounds so a busy machine disturbs all alike; then the cost
+//! in interleaved rounds so a busy machine disturbs all alike, with each
+//! server process's CPU time per call (what its calls/s would be if the
+//! client had cores of its own); then the cost
 //! of `tokenctl headers` as a whole process; and the daemon's memory at idle
 //! with 10, 1 000 and 10 000 credentials and after 1 000 000 calls.
 //!
@@ -37,21 +39,65 @@ const OAUTH: usize = 64;
 /// What a round measures.
 enum Target {
     Raw(PathBuf),
-    Tonic(PathBuf),
-    /// A daemon's socket, and whether to ask for the OAuth credentials.
-    Tokend(PathBuf, bool),
+    /// The tonic server's socket and process.
+    Tonic(PathBuf, u32),
+    /// A daemon's socket and process, and whether to ask for the OAuth
+    /// credentials.
+    Tokend(PathBuf, u32, bool),
 }
 
 impl Target {
-    fn load(&self, clients: usize) -> Load {
-        match self {
+    /// One round: its load, and the server's CPU time per call in µs (NaN
+    /// for the raw baseline, whose server threads are in this process).
+    fn load(&self, clients: usize) -> (Load, f64) {
+        let pid = match self {
+            Self::Raw(_) => None,
+            Self::Tonic(_, pid) | Self::Tokend(_, pid, _) => Some(*pid),
+        };
+        let cpu_before = pid.map(cpu_us);
+        let load = match self {
             Self::Raw(socket) => raw_load(socket, clients),
-            Self::Tonic(socket) | Self::Tokend(socket, false) => grpc_load(socket, clients, RUN),
-            Self::Tokend(socket, true) => {
+            Self::Tonic(socket, _) | Self::Tokend(socket, _, false) => {
+                grpc_load(socket, clients, RUN)
+            }
+            Self::Tokend(socket, _, true) => {
                 grpc_load_of(socket, clients, RUN, |c| format!("oauth-{:04}", c % OAUTH))
             }
-        }
+        };
+        let cpu = match (pid, cpu_before) {
+            (Some(pid), Some(before)) => (cpu_us(pid) - before) / load.lat.len().max(1) as f64,
+            _ => f64::NAN,
+        };
+        (load, cpu)
     }
+}
+
+/// A process's CPU time so far, user and system over all its threads
+/// (dead ones included), in µs; clock-tick resolution (10 ms), so a round
+/// of a second is good to about 1 %.
+fn cpu_us(pid: u32) -> f64 {
+    static TICK_US: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let tick = *TICK_US.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output();
+        let hz: f64 = out
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0);
+        1e6 / hz
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's closing parenthesis, utime and stime are the
+    // 12th and 13th fields (the line's 14th and 15th).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    ticks(11)
+        .zip(ticks(12))
+        .map_or(f64::NAN, |(u, s)| (u + s) * tick)
 }
 
 /// Starts `bin` with 1 000 Glean and [`OAUTH`] OAuth credentials, their
@@ -99,19 +145,23 @@ fn main() {
             "raw baseline (echo framing)",
             Target::Raw(raw_server(dir.path())),
         ),
-        ("default tonic server", Target::Tonic(tonic_socket)),
+        (
+            "default tonic server",
+            Target::Tonic(tonic_socket, tonic.id()),
+        ),
         (
             "tokend GetHeaders, Glean",
-            Target::Tokend(socket.clone(), false),
+            Target::Tokend(socket.clone(), daemon.id(), false),
         ),
         (
             "tokend GetHeaders, OAuth",
-            Target::Tokend(socket.clone(), true),
+            Target::Tokend(socket.clone(), daemon.id(), true),
         ),
     ];
-    if let Some((_, before)) = &before {
-        targets.push(("before: Glean", Target::Tokend(before.clone(), false)));
-        targets.push(("before: OAuth", Target::Tokend(before.clone(), true)));
+    if let Some((child, before)) = &before {
+        let pid = child.id();
+        targets.push(("before: Glean", Target::Tokend(before.clone(), pid, false)));
+        targets.push(("before: OAuth", Target::Tokend(before.clone(), pid, true)));
     }
     println!(
         "\nrequest/response over a Unix socket, {ROUNDS} interleaved rounds of {}s per row",
@@ -123,7 +173,7 @@ fn main() {
     );
     let mut results = Vec::new();
     for clients in CLIENTS {
-        let mut rounds: Vec<Vec<Load>> = targets.iter().map(|_| Vec::new()).collect();
+        let mut rounds: Vec<Vec<(Load, f64)>> = targets.iter().map(|_| Vec::new()).collect();
         for round in 0..ROUNDS {
             // Each round starts one target later, so none is always first.
             for i in 0..targets.len() {
@@ -134,19 +184,32 @@ fn main() {
         let merged: Vec<Rows> = rounds
             .into_iter()
             .map(|r| {
-                let figures = r.iter().map(Figures::of).collect();
-                (Load::merge(r), figures)
+                let figures = r.iter().map(|(l, cpu)| Figures::of(l, *cpu)).collect();
+                (
+                    Load::merge(r.into_iter().map(|(l, _)| l).collect()),
+                    figures,
+                )
             })
             .collect();
         for ((what, _), (load, _)) in targets.iter().zip(&merged) {
             print_row(what, clients, load);
         }
+        for ((what, target), (_, figures)) in targets.iter().zip(&merged) {
+            if !matches!(target, Target::Raw(_)) {
+                let mut cpu: Vec<f64> = figures.iter().map(|f| f.cpu).collect();
+                cpu.sort_by(f64::total_cmp);
+                println!(
+                    "{what:>28}  {clients:>8}  server CPU {:.1} µs per call (median round)",
+                    pct(&cpu, 0.5)
+                );
+            }
+        }
         results.push((clients, merged));
     }
     println!("\nratios round by round: median [lowest–highest] of {ROUNDS} rounds");
     println!(
-        "{:>7}  {:>28}  {:>22}  {:>22}  {:>22}",
-        "clients", "", "p50", "p99", "calls/s"
+        "{:>7}  {:>28}  {:>22}  {:>22}  {:>22}  {:>22}",
+        "clients", "", "p50", "p99", "calls/s", "server CPU per call"
     );
     // Indexes into `targets`.
     let mut pairs = vec![
@@ -164,10 +227,11 @@ fn main() {
         for &(what, subject, base) in &pairs {
             let (subject, base) = (&rows[subject], &rows[base]);
             println!(
-                "{clients:>7}  {what:>28}  {:>22}  {:>22}  {:>22}",
+                "{clients:>7}  {what:>28}  {:>22}  {:>22}  {:>22}  {:>22}",
                 ratio(subject, base, |r| r.p50),
                 ratio(subject, base, |r| r.p99),
                 ratio(subject, base, |r| r.rate),
+                ratio(subject, base, |r| r.cpu),
             );
         }
     }
@@ -223,20 +287,22 @@ fn main() {
     let _ = daemon.wait();
 }
 
-/// A load's p50, p99 and calls/s.
+/// A round's p50, p99, calls/s and the server's CPU µs per call.
 #[derive(Clone, Copy)]
 struct Figures {
     p50: f64,
     p99: f64,
     rate: f64,
+    cpu: f64,
 }
 
 impl Figures {
-    fn of(l: &Load) -> Self {
+    fn of(l: &Load, cpu: f64) -> Self {
         Self {
             p50: pct(&l.lat, 0.5),
             p99: pct(&l.lat, 0.99),
             rate: l.rate,
+            cpu,
         }
     }
 }
