@@ -51,14 +51,15 @@ pub(super) struct Calls {
     pub(super) service: Arc<BrokerService>,
     pub(super) broker: Broker,
     pub(super) routes: Routes,
-    /// Calls in flight per uid.
+    /// Calls in flight per uid; each connection holds its uid's count.
     pub(super) in_flight: Quota,
 }
 
 impl Calls {
     /// Answers one call from `peer`: counted, within its deadline, or
-    /// RESOURCE_EXHAUSTED at once when `peer`'s uid has its most calls in
-    /// flight.
+    /// RESOURCE_EXHAUSTED at once when its uid had no `place` left among its
+    /// calls in flight (taken from the connection's count of
+    /// [`Calls::in_flight`]).
     ///
     /// The futures here are plain structs around the call's own, not
     /// `async` blocks holding them: each stream's future is moved into its
@@ -66,12 +67,12 @@ impl Calls {
     pub(super) fn call<'a>(
         &'a self,
         peer: &'a Arc<Peer>,
+        place: Option<Place>,
         req: http::Request<Incoming>,
     ) -> impl Future<Output = http::Response<ResponseBody>> + Send + 'a {
         use futures_util::future::{Either as Which, ready};
         let started = Instant::now();
         let method = method_label(req.uri().path());
-        let place = self.in_flight.admit(peer.uid);
         let inner = if place.is_some() {
             let deadline = grpc_timeout(req.headers());
             Which::Left(Deadline {

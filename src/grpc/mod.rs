@@ -231,9 +231,11 @@ async fn serve_connection(
     http.timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .auto_date_header(false);
+    let in_flight = calls.in_flight.of(peer.uid);
     let service = hyper::service::service_fn(move |req| {
         let (calls, peer) = (Arc::clone(&calls), Arc::clone(&peer));
-        async move { Ok::<_, std::convert::Infallible>(calls.call(&peer, req).await) }
+        let place = in_flight.admit();
+        async move { Ok::<_, std::convert::Infallible>(calls.call(&peer, place, req).await) }
     });
     let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
     let mut driven = std::pin::pin!(conn::Driven::new(conn, streams));
