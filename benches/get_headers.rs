@@ -47,9 +47,10 @@ enum Target {
 }
 
 impl Target {
-    /// One round: its load, and the server's CPU time per call in µs (NaN
-    /// for the raw baseline, whose server threads are in this process).
-    fn load(&self, clients: usize) -> (Load, f64) {
+    /// One round: its load, and the server's CPU time per call in µs, all
+    /// and in the kernel (NaN for the raw baseline, whose server threads
+    /// are in this process).
+    fn load(&self, clients: usize) -> (Load, Cpu) {
         let pid = match self {
             Self::Raw(_) => None,
             Self::Tonic(_, pid) | Self::Tokend(_, pid, _) => Some(*pid),
@@ -64,18 +65,35 @@ impl Target {
                 grpc_load_of(socket, clients, RUN, |c| format!("oauth-{:04}", c % OAUTH))
             }
         };
+        let calls = load.lat.len().max(1) as f64;
         let cpu = match (pid, cpu_before) {
-            (Some(pid), Some(before)) => (cpu_us(pid) - before) / load.lat.len().max(1) as f64,
-            _ => f64::NAN,
+            (Some(pid), Some(before)) => {
+                let after = cpu_us(pid);
+                Cpu {
+                    all: (after.all - before.all) / calls,
+                    kernel: (after.kernel - before.kernel) / calls,
+                }
+            }
+            _ => Cpu {
+                all: f64::NAN,
+                kernel: f64::NAN,
+            },
         };
         (load, cpu)
     }
 }
 
-/// A process's CPU time so far, user and system over all its threads
-/// (dead ones included), in µs; clock-tick resolution (10 ms), so a round
-/// of a second is good to about 1 %.
-fn cpu_us(pid: u32) -> f64 {
+/// CPU time in µs: user and system, and system alone.
+#[derive(Clone, Copy)]
+struct Cpu {
+    all: f64,
+    kernel: f64,
+}
+
+/// A process's CPU time so far over all its threads (dead ones included);
+/// clock-tick resolution (10 ms), so a round of a second is good to about
+/// 1 %.
+fn cpu_us(pid: u32) -> Cpu {
     static TICK_US: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let tick = *TICK_US.get_or_init(|| {
         let out = Command::new("getconf").arg("CLK_TCK").output();
@@ -95,9 +113,11 @@ fn cpu_us(pid: u32) -> f64 {
         .split_whitespace()
         .collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    ticks(11)
-        .zip(ticks(12))
-        .map_or(f64::NAN, |(u, s)| (u + s) * tick)
+    let (user, system) = ticks(11).zip(ticks(12)).unwrap_or((f64::NAN, f64::NAN));
+    Cpu {
+        all: (user + system) * tick,
+        kernel: system * tick,
+    }
 }
 
 /// Starts `bin` with 1 000 Glean and [`OAUTH`] OAuth credentials, their
@@ -173,7 +193,7 @@ fn main() {
     );
     let mut results = Vec::new();
     for clients in CLIENTS {
-        let mut rounds: Vec<Vec<(Load, f64)>> = targets.iter().map(|_| Vec::new()).collect();
+        let mut rounds: Vec<Vec<(Load, Cpu)>> = targets.iter().map(|_| Vec::new()).collect();
         for round in 0..ROUNDS {
             // Each round starts one target later, so none is always first.
             for i in 0..targets.len() {
@@ -196,11 +216,16 @@ fn main() {
         }
         for ((what, target), (_, figures)) in targets.iter().zip(&merged) {
             if !matches!(target, Target::Raw(_)) {
-                let mut cpu: Vec<f64> = figures.iter().map(|f| f.cpu).collect();
-                cpu.sort_by(f64::total_cmp);
+                let median = |f: fn(&Figures) -> f64| {
+                    let mut v: Vec<f64> = figures.iter().map(f).collect();
+                    v.sort_by(f64::total_cmp);
+                    pct(&v, 0.5)
+                };
                 println!(
-                    "{what:>28}  {clients:>8}  server CPU {:.1} µs per call (median round)",
-                    pct(&cpu, 0.5)
+                    "{what:>28}  {clients:>8}  server CPU {:.1} µs per call, {:.1} of it in the \
+                     kernel (median rounds)",
+                    median(|f| f.cpu),
+                    median(|f| f.kernel)
                 );
             }
         }
@@ -287,22 +312,25 @@ fn main() {
     let _ = daemon.wait();
 }
 
-/// A round's p50, p99, calls/s and the server's CPU µs per call.
+/// A round's p50, p99, calls/s and the server's CPU µs per call (all,
+/// and in the kernel).
 #[derive(Clone, Copy)]
 struct Figures {
     p50: f64,
     p99: f64,
     rate: f64,
     cpu: f64,
+    kernel: f64,
 }
 
 impl Figures {
-    fn of(l: &Load, cpu: f64) -> Self {
+    fn of(l: &Load, cpu: Cpu) -> Self {
         Self {
             p50: pct(&l.lat, 0.5),
             p99: pct(&l.lat, 0.99),
             rate: l.rate,
-            cpu,
+            cpu: cpu.all,
+            kernel: cpu.kernel,
         }
     }
 }
