@@ -10,7 +10,8 @@
 //! [`Driven`] accepts the connection's streams and polls them right after
 //! the connection, in the same task: a cached `GetHeaders` is read,
 //! answered and written in one run of that task, with no spawn and no
-//! allocation for it but its place in the set of running calls.
+//! allocation for it but its future's box. A call is polled as soon as it
+//! is accepted; only one that has to wait joins the set of running calls.
 //!
 //! Wakes that happen while the task is running (a stream queueing its
 //! answer wakes the connection) are noted instead of rescheduling the task,
@@ -100,7 +101,8 @@ pub(super) type Streamed = (
 pub(super) struct Driven<C, M, F> {
     conn: C,
     call: M,
-    running: FuturesUnordered<F>,
+    /// Calls that did not answer on their first poll.
+    running: FuturesUnordered<Pin<Box<F>>>,
     wakes: Arc<Wakes>,
     waker: Waker,
 }
@@ -145,7 +147,17 @@ where
             // takes at most that many.
             loop {
                 match this.conn.poll_accept(&mut inner) {
-                    Poll::Ready(Some(Ok(stream))) => this.running.push((this.call)(stream)),
+                    Poll::Ready(Some(Ok(stream))) => {
+                        // A cached `GetHeaders` has its request whole by
+                        // now and answers on its first poll: polled here,
+                        // it never joins the set (whose node, queueing
+                        // and own waker cost more than the box).
+                        let mut call = Box::pin((this.call)(stream));
+                        if call.as_mut().poll(&mut inner).is_pending() {
+                            // Polled again, with its own waker, from the set.
+                            this.running.push(call);
+                        }
+                    }
                     Poll::Pending => break,
                     Poll::Ready(end) => {
                         this.wakes.state.store(IDLE, Ordering::Release);
