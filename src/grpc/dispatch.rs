@@ -24,7 +24,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::Either;
-use hyper::body::Incoming;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -32,6 +31,7 @@ use tonic::service::Routes;
 use tower::ServiceExt;
 
 use super::metrics_layer::{grpc_code, method_label};
+use super::stream::RecvBody;
 use super::token_broker::BrokerService;
 use super::unary::{self, UnaryBody};
 use crate::metrics::Metrics;
@@ -68,7 +68,7 @@ impl Calls {
         &'a self,
         peer: &'a Arc<Peer>,
         place: Option<Place>,
-        req: http::Request<Incoming>,
+        req: http::Request<RecvBody>,
     ) -> impl Future<Output = http::Response<ResponseBody>> + Send + 'a {
         use futures_util::future::{Either as Which, ready};
         let started = Instant::now();
@@ -95,7 +95,7 @@ impl Calls {
     fn route<'a>(
         &'a self,
         peer: &'a Arc<Peer>,
-        mut req: http::Request<Incoming>,
+        mut req: http::Request<RecvBody>,
     ) -> impl Future<Output = http::Response<ResponseBody>> + Send + 'a {
         use futures_util::future::{Either as Which, FutureExt};
         if req.uri().path() == unary::GET_HEADERS {

@@ -6,14 +6,18 @@
 //! domain↔proto conversion and the one error mapping), `token_broker` and
 //! `admin` (the services), `metrics_layer`, `dispatch` (every call's
 //! route, deadline and count), `unary` (`GetHeaders` without tonic's
-//! codec) and `conn` (a connection and its calls in one task).
+//! codec), `stream` (a call's HTTP/2 stream) and `conn` (a connection and
+//! its calls in one task).
 //!
-//! The server is hyper's HTTP/2 server on each accepted connection, not
-//! tonic's `transport::Server`: tonic's spawned a task per call and stacked
-//! boxed layers around every call, which cost more than tokend's own work
-//! on the calls that make up the socket's traffic (see
-//! docs/benchmarks.md). tonic still provides the generated services, the
-//! router for all but the broker, and the codec for all but `GetHeaders`.
+//! The server is the `h2` crate's HTTP/2 server on each accepted
+//! connection, not tonic's `transport::Server` nor hyper's HTTP/2 server:
+//! tonic's spawned a task per call and stacked boxed layers around every
+//! call, and hyper's per-stream glue (a request body, a response body
+//! polled frame by frame, its stream future) cost, on the cached
+//! `GetHeaders` that is nearly all of the socket's traffic, about as much as
+//! tokend's own work (see docs/benchmarks.md). tonic still provides the
+//! generated services, the router for all but the broker, and the codec for
+//! all but `GetHeaders`.
 
 mod admin;
 pub mod authority;
@@ -23,6 +27,7 @@ mod dispatch;
 mod hpack;
 mod metrics_layer;
 mod socket;
+mod stream;
 mod token_broker;
 mod unary;
 
@@ -213,12 +218,19 @@ pub async fn serve(
 /// Serves one connection until the client closes it, or, once `shutdown`
 /// is cancelled, until its calls in flight are done (HTTP/2 GOAWAY).
 ///
-/// hyper's HTTP/2 settings are the ones tonic's server used (16 KiB header
+/// h2's settings are the ones tonic's server gave hyper (16 KiB header
 /// lists, 1 MiB windows, 16 KiB frames, no keepalive pings), except the
 /// bounds tonic lifted: at most [`MAX_STREAMS_PER_CONNECTION`] calls at once
 /// per connection, and hyper's default limit on streams reset for errors
-/// (a "rapid reset" flood ends the connection). The `date` header tonic's
+/// (a "rapid reset" flood ends the connection). hyper's 400 KiB bound on
+/// what a stream may buffer to send is set too (it is h2's default as
+/// well), and h2's own default bound on streams the client resets before
+/// they are accepted is kept, as hyper kept it. The `date` header tonic's
 /// responses carried is left out.
+///
+/// A connection whose handshake has not finished when `shutdown` is
+/// cancelled has no calls in flight and is closed at once, so a client that
+/// never sends its preface cannot hold up the drain.
 async fn serve_connection(
     io: authority::AuthorityStream<crate::peer::PeerStream>,
     calls: Arc<Calls>,
@@ -226,24 +238,38 @@ async fn serve_connection(
 ) {
     use tonic::transport::server::Connected;
     let peer = io.connect_info();
-    let streams = conn::Streams::default();
-    let mut http = hyper::server::conn::http2::Builder::new(streams.clone());
-    http.timer(hyper_util::rt::TokioTimer::new())
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_header_list_size(MAX_HEADER_LIST)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .auto_date_header(false);
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .handshake::<_, bytes::Bytes>(io);
+    let conn = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return,
+        conn = handshake => match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+        },
+    };
     let in_flight = calls.in_flight.of(peer.uid);
-    let service = hyper::service::service_fn(move |req| {
-        let (calls, peer) = (Arc::clone(&calls), Arc::clone(&peer));
+    let (calls, peer) = (&*calls, &peer);
+    let mut driven = conn::Driven::new(conn, |(req, reply): conn::Streamed| {
         let place = in_flight.admit();
-        async move { Ok::<_, std::convert::Infallible>(calls.call(&peer, place, req).await) }
+        let answer = calls.call(peer, place, req.map(stream::RecvBody::new));
+        stream::Respond::new(answer, reply)
     });
-    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
-    let mut driven = std::pin::pin!(conn::Driven::new(conn, streams));
     let result = tokio::select! {
         biased;
         result = &mut driven => result,
         () = shutdown.cancelled() => {
-            driven.as_mut().conn().graceful_shutdown();
+            driven.conn().graceful_shutdown();
             driven.await
         }
     };
@@ -251,6 +277,23 @@ async fn serve_connection(
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
+
+/// Each stream's and the connection's initial flow-control window (hyper's
+/// and tonic's server's).
+const WINDOW: u32 = 1024 * 1024;
+
+/// The largest frame the client may send.
+const MAX_FRAME: u32 = 16 * 1024;
+
+/// The largest request header list (`SETTINGS_MAX_HEADER_LIST_SIZE`).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+
+/// Streams the server may reset for a client's errors before it ends the
+/// connection (hyper's default, against "rapid reset" floods).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// What a stream may queue to send beyond the client's window.
+const MAX_SEND_BUFFER: usize = 400 * 1024;
 
 /// The caller's deadline, as a header name made once.
 static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");

@@ -9,8 +9,8 @@
 //! broker's decision. Here the length-prefixed message is read from the
 //! request body (bounded by [`MAX_REQUEST`]), handed to the same handler as
 //! the generated service's method (`BrokerService::get_headers_for`), and
-//! the answer goes back as one body that yields its data frame, then the
-//! `grpc-status: 0` trailers.
+//! the answer goes back as one message that `stream` writes as one DATA
+//! frame, then the `grpc-status: 0` trailers.
 //!
 //! What a client sees is what tonic sent: the same headers, frames and
 //! trailers; errors as trailers-only responses built by tonic's own
@@ -19,14 +19,10 @@
 //! message that is not protobuf. Unlike tonic, which decoded any number of
 //! messages and answered the first, a second message is refused.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame};
 use prost::Message;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
@@ -191,8 +187,7 @@ fn ok(message: &impl Message) -> Response<UnaryBody> {
         .encode(&mut data)
         .expect("the buffer was sized by encoded_len");
     let mut response = Response::new(UnaryBody {
-        data: Some(data.freeze()),
-        trailers: true,
+        message: Some(data.freeze()),
     });
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -201,42 +196,27 @@ fn ok(message: &impl Message) -> Response<UnaryBody> {
     response
 }
 
-/// One message, then the OK trailers; or nothing at all (a trailers-only
-/// error response, whose status is in the headers).
+/// A `GetHeaders` answer's body: its one message, which `stream` writes
+/// as one DATA frame followed by the `grpc-status: 0` trailers; or nothing
+/// (a trailers-only error response, whose status is in the headers).
 #[derive(Debug, Default)]
 pub(super) struct UnaryBody {
-    data: Option<Bytes>,
-    trailers: bool,
+    message: Option<Bytes>,
 }
 
-impl Body for UnaryBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(data) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        if std::mem::take(&mut self.trailers) {
-            let mut trailers = HeaderMap::with_capacity(1);
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-        }
-        Poll::Ready(None)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && !self.trailers
+impl UnaryBody {
+    /// The length-prefixed message, if the call succeeded.
+    pub(super) fn into_message(self) -> Option<Bytes> {
+        self.message
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Frame;
     use http_body_util::StreamBody;
+    use std::convert::Infallible;
 
     fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
         let mut out = vec![flag];
@@ -337,17 +317,20 @@ mod tests {
         assert_eq!(h["grpc-accept-encoding"], "identity");
     }
 
-    #[tokio::test]
-    async fn an_answer_is_one_data_frame_then_ok_trailers() {
+    #[test]
+    fn an_answer_is_one_length_prefixed_message() {
         let response = ok(&proto::GetHeadersRequest {
             credential: "a".into(),
             ..Default::default()
         });
         assert_eq!(response.headers()["content-type"], "application/grpc");
-        let body = response.into_body();
-        assert!(body.size_hint().exact().is_none(), "no content-length");
-        let collected = body.collect().await.unwrap();
-        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
-        assert_eq!(&collected.to_bytes()[..], &framed(0, &request("a"))[..]);
+        assert_eq!(response.headers().len(), 1, "no content-length");
+        let message = response.into_body().into_message().unwrap();
+        assert_eq!(&message[..], &framed(0, &request("a"))[..]);
+        let refused = Status::internal("x").into_http::<UnaryBody>();
+        assert!(
+            refused.into_body().into_message().is_none(),
+            "trailers-only"
+        );
     }
 }
