@@ -136,11 +136,7 @@ impl<F: Future<Output = http::Response<ResponseBody>>> Future for Deadline<F> {
             return Poll::Ready(response);
         }
         match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(
-                Status::cancelled("Timeout expired")
-                    .into_http::<()>()
-                    .map(|()| Either::Right(Body::empty())),
-            ),
+            Some(Poll::Ready(())) => Poll::Ready(refusal(Status::cancelled("Timeout expired"))),
             _ => Poll::Pending,
         }
     }
@@ -149,12 +145,17 @@ impl<F: Future<Output = http::Response<ResponseBody>>> Future for Deadline<F> {
 /// The answer to a call over its uid's quota of calls in flight; the
 /// request is not read.
 fn too_many_calls(uid: u32) -> http::Response<ResponseBody> {
-    Status::resource_exhausted(format!(
+    refusal(Status::resource_exhausted(format!(
         "uid {uid} has {} calls in flight, the most one uid may; wait for some to finish",
         super::MAX_CALLS_PER_UID
-    ))
-    .into_http::<()>()
-    .map(|()| Either::Right(Body::empty()))
+    )))
+}
+
+/// `status` as a trailers-only response, as tonic answers an error.
+fn refusal(status: Status) -> http::Response<ResponseBody> {
+    status
+        .into_http::<()>()
+        .map(|()| Either::Right(Body::empty()))
 }
 
 /// A call counted by method and code when its response headers are ready,
